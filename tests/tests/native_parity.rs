@@ -7,11 +7,11 @@ use ort::value::Tensor;
 use serde_json::Value;
 
 fn native_outputs(input: Vec<f32>) -> (Vec<f32>, Vec<f32>) {
-    ort::init_from(onnxruntime_library())
+    let env = ort::init_from(onnxruntime_library())
         .expect("loading ONNX Runtime")
         .build()
         .expect("ONNX Runtime environment");
-    let mut session = Session::builder()
+    let mut session = Session::builder(&env)
         .unwrap()
         .commit_from_file(efficientnet())
         .expect("loading EfficientNet natively");

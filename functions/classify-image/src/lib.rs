@@ -116,6 +116,13 @@ fn infer(input: &[f32]) -> Result<Vec<(String, nn::Tensor)>, NnError> {
     ctx.compute(&[(INPUT_NAME, nn::Tensor::from_f32(&INPUT_DIMS, input))])
 }
 
+/// `POST /` answer. Serialised as a struct, not through `serde_json::Value`, so that f32
+/// values print in their shortest form (0.3887957, not 0.3887956738471985).
+#[derive(Serialize)]
+struct Top5<'a> {
+    top5: Vec<Prediction<'a>>,
+}
+
 #[derive(Serialize)]
 struct Prediction<'a> {
     label: &'a str,
@@ -134,7 +141,7 @@ fn top5(outputs: &[(String, nn::Tensor)]) -> Result<Response, NnError> {
             probability: probs[index],
         })
         .collect();
-    Ok(Response::json(200, &serde_json::json!({ "top5": top5 })))
+    Ok(Response::json(200, &Top5 { top5 }))
 }
 
 #[derive(Serialize)]
@@ -145,6 +152,12 @@ enum Data {
     I32(Vec<i32>),
     I64(Vec<i64>),
     U8(Vec<u8>),
+}
+
+/// `POST /outputs` answer.
+#[derive(Serialize)]
+struct Outputs<'a> {
+    outputs: BTreeMap<&'a str, OutputJson>,
 }
 
 #[derive(Serialize)]
@@ -174,7 +187,7 @@ fn all_outputs(outputs: &[(String, nn::Tensor)]) -> Result<Response, NnError> {
             },
         );
     }
-    Ok(Response::json(200, &serde_json::json!({ "outputs": map })))
+    Ok(Response::json(200, &Outputs { outputs: map }))
 }
 
 #[cfg(test)]
@@ -212,6 +225,11 @@ mod tests {
         assert_eq!(v["top5"][0]["probability"], 0.5);
         assert_eq!(v["top5"][1]["index"], 281);
         assert_eq!(v["top5"].as_array().unwrap().len(), 5);
+        let text = String::from_utf8(r.body.clone()).unwrap();
+        assert!(
+            text.starts_with(r#"{"top5":[{"label":"tiger cat","index":282,"probability":0.5}"#),
+            "{text}"
+        );
 
         let r = all_outputs(&outputs).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();

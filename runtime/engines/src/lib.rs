@@ -388,7 +388,9 @@ impl Engines {
             )));
         }
         if model.is_empty() {
-            return Err(EngineError::InvalidEncoding("the model is empty (0 bytes)".into()));
+            return Err(EngineError::InvalidEncoding(
+                "the model is empty (0 bytes)".into(),
+            ));
         }
         let unavailable = |status: &EngineStatus| {
             EngineError::Unavailable(format!(
@@ -423,8 +425,8 @@ impl Engines {
 type SlotResult<E> = Result<(Option<String>, PathBuf, E), (Option<PathBuf>, String)>;
 
 fn load_slot<E>(kind: EngineKind, load: impl FnOnce() -> SlotResult<E>) -> EngineSlot<E> {
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
-        .unwrap_or_else(|panic| {
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|panic| {
             Err((
                 None,
                 format!(

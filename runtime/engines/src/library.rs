@@ -31,9 +31,13 @@ pub fn default_engines_dir() -> Option<PathBuf> {
 }
 
 fn engines_dir(config: &EnginesConfig) -> Result<PathBuf, String> {
-    config.dir.clone().or_else(default_engines_dir).ok_or_else(|| {
-        format!("no engines folder: neither NIMBUS_ENGINES_DIR nor HOME is set; {FIX_HINT}")
-    })
+    config
+        .dir
+        .clone()
+        .or_else(default_engines_dir)
+        .ok_or_else(|| {
+            format!("no engines folder: neither NIMBUS_ENGINES_DIR nor HOME is set; {FIX_HINT}")
+        })
 }
 
 /// `lib<name>.so` on Linux (the platform's prefix and suffix elsewhere).
@@ -165,7 +169,11 @@ fn c_str(ptr: *const c_char) -> Option<String> {
         return None;
     }
     // SAFETY: non-null, and both engines document these as NUL-terminated static strings.
-    Some(unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 /// A library that passed the checks; holding it keeps the `dlopen` reference alive.
@@ -413,7 +421,10 @@ mod tests {
         let missing = check_onnxruntime(Path::new("/nonexistent/libonnxruntime.so"), 17)
             .err()
             .unwrap();
-        assert!(missing.contains("/nonexistent/libonnxruntime.so"), "{missing}");
+        assert!(
+            missing.contains("/nonexistent/libonnxruntime.so"),
+            "{missing}"
+        );
         assert!(missing.contains("fetch-engines.sh"), "{missing}");
         let text = std::env::temp_dir().join(format!("nimbus-not-a-lib-{}.so", std::process::id()));
         std::fs::write(&text, "just text\n").unwrap();

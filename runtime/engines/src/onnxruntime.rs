@@ -49,7 +49,10 @@ fn ort_error<R>(e: &ort::Error<R>) -> String {
 impl OrtEngine {
     /// Checks and loads the library at `library` (see `library::check_onnxruntime`), then creates
     /// the environment with a global intra-op pool of `intra_op_threads` threads (0: one per core).
-    pub(crate) fn init(library: &Path, intra_op_threads: Option<usize>) -> Result<OrtEngine, String> {
+    pub(crate) fn init(
+        library: &Path,
+        intra_op_threads: Option<usize>,
+    ) -> Result<OrtEngine, String> {
         let checked = crate::library::check_onnxruntime(library, ort::MINOR_VERSION)?;
         let mut global = ORT.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = global.as_ref() {
@@ -67,10 +70,7 @@ impl OrtEngine {
         }
         let env = native("initialising ONNX Runtime", || {
             let builder = ort::init_from(&checked.path).map_err(|e| {
-                EngineError::Unavailable(format!(
-                    "`{}`: {e}; {FIX_HINT}",
-                    checked.path.display()
-                ))
+                EngineError::Unavailable(format!("`{}`: {e}; {FIX_HINT}", checked.path.display()))
             })?;
             let pool = GlobalThreadPoolOptions::default()
                 .with_intra_threads(intra_op_threads.unwrap_or(0))
@@ -282,9 +282,9 @@ fn extract<T>(name: &str, value: &DynValue) -> Result<(Vec<u32>, Vec<u8>), Engin
 where
     T: Element + ort::value::PrimitiveTensorElementType,
 {
-    let (shape, values) = value.try_extract_tensor::<T>().map_err(|e| {
-        EngineError::Runtime(format!("reading output `{name}`: {}", ort_error(&e)))
-    })?;
+    let (shape, values) = value
+        .try_extract_tensor::<T>()
+        .map_err(|e| EngineError::Runtime(format!("reading output `{name}`: {}", ort_error(&e))))?;
     let dims = shape
         .iter()
         .map(|&d| u32::try_from(d))
@@ -356,7 +356,10 @@ impl Model for OrtModel {
             let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::new();
             for info in &self.inputs {
                 if let Some((_, tensor)) = inputs.iter().find(|(name, _)| name == &info.name) {
-                    values.push((Cow::Borrowed(info.name.as_str()), input_value(tensor)?.into()));
+                    values.push((
+                        Cow::Borrowed(info.name.as_str()),
+                        input_value(tensor)?.into(),
+                    ));
                 }
             }
             let mut session = self.sessions.get();

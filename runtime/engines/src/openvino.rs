@@ -103,7 +103,13 @@ impl OvEngine {
                 let message = format!("OpenVINO cannot read the model: {}", ov_error(&e));
                 // Operators OpenVINO has no conversion for (e.g. ai.onnx.ml) are a limit of the
                 // engine, not a broken file.
-                let unsupported = ["OpConversionFailure", "No conversion rule", "not supported", "support"];
+                let unsupported = [
+                    "OpConversionFailure",
+                    "No conversion rule",
+                    "not supported",
+                    "Unsupported",
+                    "does not support",
+                ];
                 if unsupported.iter().any(|needle| message.contains(needle)) {
                     EngineError::Unsupported(message)
                 } else {
@@ -111,13 +117,22 @@ impl OvEngine {
                 }
             })?;
             let (mut compiled, target) = match target {
-                Target::Cpu => (self.compile(&mut core, &model, Target::Cpu, sessions)?, Target::Cpu),
-                Target::Gpu => (self.compile(&mut core, &model, Target::Gpu, sessions)?, Target::Gpu),
+                Target::Cpu => (
+                    self.compile(&mut core, &model, Target::Cpu, sessions)?,
+                    Target::Cpu,
+                ),
+                Target::Gpu => (
+                    self.compile(&mut core, &model, Target::Gpu, sessions)?,
+                    Target::Gpu,
+                ),
                 Target::Auto => match self.compile(&mut core, &model, Target::Gpu, sessions) {
                     Ok(compiled) => (compiled, Target::Gpu),
                     Err(e) => {
                         tracing::info!(reason = %e, "auto target: OpenVINO GPU unavailable, using the CPU");
-                        (self.compile(&mut core, &model, Target::Cpu, sessions)?, Target::Cpu)
+                        (
+                            self.compile(&mut core, &model, Target::Cpu, sessions)?,
+                            Target::Cpu,
+                        )
                     }
                 },
             };
@@ -190,7 +205,11 @@ impl OvEngine {
             if !names.iter().any(|d| d.starts_with("GPU")) {
                 return Err(EngineError::Unsupported(format!(
                     "gpu target requested but OpenVINO has no GPU device (available: {})",
-                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
                 )));
             }
             DeviceType::GPU
@@ -235,7 +254,6 @@ impl OvEngine {
 /// The ONNX graph's name for port `index` when the graph and the compiled model agree on the
 /// count (OpenVINO keeps the graph's order), else the port's own "any" name.
 fn onnx_name(names: &[String], ports: usize, index: usize, port: &Node) -> String {
-    eprintln!("PORTNAME any={:?} onnx={:?}", port.get_name(), names.get(index));
     match names.get(index) {
         Some(name) if names.len() == ports && !name.is_empty() => name.clone(),
         _ => port.get_name().unwrap_or_else(|_| format!("output{index}")),
@@ -281,7 +299,11 @@ fn port_info(name: String, port: &Node) -> Result<(TensorInfo, String), EngineEr
         .get_dimensions()
         .iter()
         // Static: min == max (>= 0); dynamic: max is -1, or a bounded range min < max.
-        .map(|d| (d.get_min() == d.get_max()).then(|| u64::try_from(d.get_max()).ok()).flatten())
+        .map(|d| {
+            (d.get_min() == d.get_max())
+                .then(|| u64::try_from(d.get_max()).ok())
+                .flatten()
+        })
         .collect();
     Ok((
         TensorInfo {
@@ -311,25 +333,48 @@ fn runtime(what: &str, e: InferenceError) -> EngineError {
     }
 }
 
-/// OpenVINO's CPU and GPU plugins compute i64 tensors as i32 (an i64 input is narrowed to its low
-/// 32 bits as it enters the device), so a value outside the i32 range would come back silently
-/// wrong. Such inputs are refused instead; ONNX Runtime keeps full i64.
-fn check_i64_fits_i32(name: &str, tensor: &Tensor) -> Result<(), EngineError> {
-    if tensor.ty != ElementType::I64 {
-        return Ok(());
-    }
-    let outside = tensor
-        .data
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .enumerate()
-        .find(|(_, v)| i32::try_from(*v).is_err());
-    match outside {
-        None => Ok(()),
-        Some((index, value)) => Err(EngineError::Unsupported(format!(
-            "OpenVINO computes i64 tensors as i32, and input `{name}` holds {value} (element \
-             {index}), outside the i32 range; use the onnxruntime engine for such values"
-        ))),
+/// OpenVINO's CPU and GPU plugins have no 64-bit arithmetic: i64 tensors are computed as i32
+/// (an i64 input is narrowed to its low 32 bits as it enters the device) and f64 tensors as f32
+/// (a value beyond the f32 range becomes ±f32::MAX or ±inf). Inputs that this narrowing would
+/// change beyond precision are refused instead of coming back silently wrong; ONNX Runtime keeps
+/// full 64-bit values. (Arithmetic inside the model still runs at 32 bits on OpenVINO: an i64 sum
+/// can wrap at 2^31 and f64 results carry f32 precision.)
+fn check_narrowing(name: &str, tensor: &Tensor) -> Result<(), EngineError> {
+    let refuse = |index: usize, value: String, ty: &str, range: &str| {
+        Err(EngineError::Unsupported(format!(
+            "OpenVINO computes {ty} tensors as {range}, and input `{name}` holds {value} (element \
+             {index}), outside the {range} range; use the onnxruntime engine for such values"
+        )))
+    };
+    let words = || {
+        tensor.data.chunks_exact(8).map(|c| {
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(c);
+            raw
+        })
+    };
+    match tensor.ty {
+        ElementType::I64 => {
+            let outside = words()
+                .map(i64::from_le_bytes)
+                .enumerate()
+                .find(|(_, v)| i32::try_from(*v).is_err());
+            match outside {
+                Some((index, value)) => refuse(index, value.to_string(), "i64", "i32"),
+                None => Ok(()),
+            }
+        }
+        ElementType::F64 => {
+            let outside = words()
+                .map(f64::from_le_bytes)
+                .enumerate()
+                .find(|(_, v)| v.is_finite() && v.abs() > f64::from(f32::MAX));
+            match outside {
+                Some((index, value)) => refuse(index, format!("{value:e}"), "f64", "f32"),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
     }
 }
 
@@ -423,7 +468,7 @@ impl Model for OvModel {
     fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, EngineError> {
         validate_inputs(&self.inputs, inputs)?;
         for (name, tensor) in inputs {
-            check_i64_fits_i32(name, tensor)?;
+            check_narrowing(name, tensor)?;
         }
         native("running a model on OpenVINO", || {
             // Tensors are built before a request is taken, so a request is held only while it runs.
@@ -439,7 +484,9 @@ impl Model for OvModel {
                     .set_input_tensor_by_index(index, tensor)
                     .map_err(|e| runtime(&format!("setting input `{}`", info.name), e))?;
             }
-            request.infer().map_err(|e| runtime("inference failed", e))?;
+            request
+                .infer()
+                .map_err(|e| runtime("inference failed", e))?;
             let mut outputs = Vec::with_capacity(self.outputs.len());
             for (index, info) in self.outputs.iter().enumerate() {
                 let ov = request

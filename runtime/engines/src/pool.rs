@@ -32,7 +32,9 @@ impl<T> Pool<T> {
     // The lock only guards `Vec` push/pop, which cannot panic midway, so a poisoned lock still
     // holds a consistent list and is used as is.
     fn lock(&self) -> MutexGuard<'_, Vec<T>> {
-        self.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.free
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Takes a free slot, waiting until one is returned if all are busy.
@@ -62,13 +64,17 @@ pub(crate) struct Slot<'p, T> {
 impl<T> Deref for Slot<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        self.item.as_ref().expect("a slot holds its item until dropped")
+        self.item
+            .as_ref()
+            .expect("a slot holds its item until dropped")
     }
 }
 
 impl<T> DerefMut for Slot<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        self.item.as_mut().expect("a slot holds its item until dropped")
+        self.item
+            .as_mut()
+            .expect("a slot holds its item until dropped")
     }
 }
 
@@ -115,7 +121,10 @@ mod tests {
             t.join().unwrap();
         }
         assert!(peak.load(Ordering::SeqCst) <= 3);
-        assert!(peak.load(Ordering::SeqCst) >= 2, "slots were not used in parallel");
+        assert!(
+            peak.load(Ordering::SeqCst) >= 2,
+            "slots were not used in parallel"
+        );
         assert_eq!(pool.lock().len(), 3);
     }
 

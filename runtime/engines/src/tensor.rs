@@ -146,8 +146,8 @@ mod tests {
             t.to_values::<f16>().unwrap(),
             vec![f16::from_f32(0.5), f16::from_f32(-3.0)]
         );
-        let t = Tensor::from_values(vec![1, 2], &[bf16::from_f32(1.0), bf16::from_f32(-2.0)])
-            .unwrap();
+        let t =
+            Tensor::from_values(vec![1, 2], &[bf16::from_f32(1.0), bf16::from_f32(-2.0)]).unwrap();
         assert_eq!(t.data, vec![0x80, 0x3F, 0x00, 0xC0]);
         let t = Tensor::from_values(vec![3], &[i64::MIN, 0, i64::MAX]).unwrap();
         assert_eq!(t.to_values::<i64>().unwrap(), vec![i64::MIN, 0, i64::MAX]);
@@ -163,13 +163,19 @@ mod tests {
     #[test]
     fn typed_access_checks_type_and_length() {
         let t = Tensor::from_values(vec![2], &[1.0f32, 2.0]).unwrap();
-        assert!(matches!(t.to_values::<i32>(), Err(EngineError::InvalidArgument(_))));
+        assert!(matches!(
+            t.to_values::<i32>(),
+            Err(EngineError::InvalidArgument(_))
+        ));
         let bad = Tensor {
             dims: vec![3],
             ty: ElementType::F32,
             data: vec![0; 8],
         };
-        assert!(matches!(bad.to_values::<f32>(), Err(EngineError::InvalidArgument(_))));
+        assert!(matches!(
+            bad.to_values::<f32>(),
+            Err(EngineError::InvalidArgument(_))
+        ));
         assert!(Tensor::from_values(vec![3], &[1.0f32]).is_err());
         assert!(Tensor::new(vec![u32::MAX, u32::MAX, u32::MAX], ElementType::F64, vec![]).is_err());
     }

@@ -175,18 +175,33 @@ mod tests {
 
     #[test]
     fn rejects_bad_inputs_with_clear_messages() {
-        let m = invalid(validate_inputs(&pixels(), &[("pixels".into(), f32_tensor(vec![1, 64], 255))]));
+        let m = invalid(validate_inputs(
+            &pixels(),
+            &[("pixels".into(), f32_tensor(vec![1, 64], 255))],
+        ));
         assert!(m.contains("not a whole number"), "{m}");
-        let m = invalid(validate_inputs(&pixels(), &[("pixels".into(), f32_tensor(vec![1, 64], 252))]));
+        let m = invalid(validate_inputs(
+            &pixels(),
+            &[("pixels".into(), f32_tensor(vec![1, 64], 252))],
+        ));
         assert!(m.contains("needs 256 bytes, got 252"), "{m}");
         let m = invalid(validate_inputs(
             &pixels(),
-            &[("pixels".into(), f32_tensor(vec![u32::MAX, u32::MAX, u32::MAX], 4))],
+            &[(
+                "pixels".into(),
+                f32_tensor(vec![u32::MAX, u32::MAX, u32::MAX], 4),
+            )],
         ));
         assert!(m.contains("overflows"), "{m}");
-        let m = invalid(validate_inputs(&pixels(), &[("pixels".into(), f32_tensor(vec![64], 256))]));
+        let m = invalid(validate_inputs(
+            &pixels(),
+            &[("pixels".into(), f32_tensor(vec![64], 256))],
+        ));
         assert!(m.contains("rank 2"), "{m}");
-        let m = invalid(validate_inputs(&pixels(), &[("pixels".into(), f32_tensor(vec![2, 32], 256))]));
+        let m = invalid(validate_inputs(
+            &pixels(),
+            &[("pixels".into(), f32_tensor(vec![2, 32], 256))],
+        ));
         assert!(m.contains("dimension 1 must be 64"), "{m}");
         let wrong_type = Tensor {
             dims: vec![1, 64],
@@ -195,8 +210,14 @@ mod tests {
         };
         let m = invalid(validate_inputs(&pixels(), &[("pixels".into(), wrong_type)]));
         assert_eq!(m, "input `pixels` expects fp32, got i64");
-        let m = invalid(validate_inputs(&pixels(), &[("image".into(), f32_tensor(vec![1, 64], 256))]));
-        assert!(m.contains("unknown input `image`") && m.contains("`pixels` (fp32 [?, 64])"), "{m}");
+        let m = invalid(validate_inputs(
+            &pixels(),
+            &[("image".into(), f32_tensor(vec![1, 64], 256))],
+        ));
+        assert!(
+            m.contains("unknown input `image`") && m.contains("`pixels` (fp32 [?, 64])"),
+            "{m}"
+        );
         let m = invalid(validate_inputs(&pixels(), &[]));
         assert!(m.contains("missing input `pixels`"), "{m}");
         let t = f32_tensor(vec![1, 64], 256);

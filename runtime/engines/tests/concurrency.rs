@@ -29,16 +29,20 @@ fn eight_threads_on_one_model_all_get_correct_answers() {
         let started = Instant::now();
         let threads: Vec<_> = (0..8)
             .map(|t| {
-                let (model, rows, labels, start_line) =
-                    (model.clone(), rows.clone(), labels.clone(), start_line.clone());
+                let (model, rows, labels, start_line) = (
+                    model.clone(),
+                    rows.clone(),
+                    labels.clone(),
+                    start_line.clone(),
+                );
                 std::thread::spawn(move || {
                     start_line.wait();
                     for i in 0..200 {
                         // Each thread walks the rows from its own offset, so concurrent calls
                         // carry different inputs and a mixed-up answer would show.
                         let row = (t * 7 + i) % rows.len();
-                        let input = Tensor::new(vec![1, 64], ElementType::F32, rows[row].clone())
-                            .unwrap();
+                        let input =
+                            Tensor::new(vec![1, 64], ElementType::F32, rows[row].clone()).unwrap();
                         let out = model.run(&[("pixels".into(), input)]).unwrap();
                         let probs = out[0].1.to_values::<f32>().unwrap();
                         assert_eq!(argmax(&probs), labels[row], "thread {t} call {i} row {row}");
@@ -87,6 +91,8 @@ fn a_slow_model_runs_calls_in_parallel() {
             }
         });
         let two = start.elapsed() / 4;
-        eprintln!("{kind}: one call {one:?}; two concurrent calls {two:?} per pair ({cores} cores)");
+        eprintln!(
+            "{kind}: one call {one:?}; two concurrent calls {two:?} per pair ({cores} cores)"
+        );
     }
 }

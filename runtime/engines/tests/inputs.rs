@@ -9,7 +9,12 @@ use std::sync::Arc;
 
 fn digits(kind: EngineKind) -> Arc<dyn Model> {
     engines()
-        .load_model(kind, &shared_model("tiny_sklearn/digits_mlp.onnx"), Target::Cpu, 2)
+        .load_model(
+            kind,
+            &shared_model("tiny_sklearn/digits_mlp.onnx"),
+            Target::Cpu,
+            2,
+        )
         .unwrap()
 }
 
@@ -24,9 +29,16 @@ fn raw(dims: Vec<u32>, ty: ElementType, len: usize) -> Tensor {
 fn expect_invalid(model: &dyn Model, inputs: Vec<(String, Tensor)>, needle: &str) {
     match model.run(&inputs) {
         Err(EngineError::InvalidArgument(m)) => {
-            assert!(m.contains(needle), "{}: `{m}` lacks `{needle}`", model.engine())
+            assert!(
+                m.contains(needle),
+                "{}: `{m}` lacks `{needle}`",
+                model.engine()
+            )
         }
-        other => panic!("{}: expected InvalidArgument, got {other:?}", model.engine()),
+        other => panic!(
+            "{}: expected InvalidArgument, got {other:?}",
+            model.engine()
+        ),
     }
 }
 
@@ -37,9 +49,17 @@ fn bad_inputs_are_invalid_arguments_on_both_engines() {
         let m = model.as_ref();
         let pixels = |t: Tensor| vec![("pixels".to_string(), t)];
         // Byte length that does not match the shape.
-        expect_invalid(m, pixels(raw(vec![1, 64], ElementType::F32, 100 * 4)), "needs 256 bytes, got 400");
+        expect_invalid(
+            m,
+            pixels(raw(vec![1, 64], ElementType::F32, 100 * 4)),
+            "needs 256 bytes, got 400",
+        );
         // A length that is not a whole number of elements.
-        expect_invalid(m, pixels(raw(vec![1, 64], ElementType::F32, 255)), "not a whole number of fp32");
+        expect_invalid(
+            m,
+            pixels(raw(vec![1, 64], ElementType::F32, 255)),
+            "not a whole number of fp32",
+        );
         // Dimensions whose product overflows.
         expect_invalid(
             m,
@@ -48,7 +68,11 @@ fn bad_inputs_are_invalid_arguments_on_both_engines() {
         );
         expect_invalid(
             m,
-            pixels(raw(vec![u32::MAX, u32::MAX, u32::MAX, u32::MAX], ElementType::F32, 0)),
+            pixels(raw(
+                vec![u32::MAX, u32::MAX, u32::MAX, u32::MAX],
+                ElementType::F32,
+                0,
+            )),
             "overflows",
         );
         // Wrong element type.
@@ -66,8 +90,16 @@ fn bad_inputs_are_invalid_arguments_on_both_engines() {
         // Missing input.
         expect_invalid(m, vec![], "missing input `pixels`");
         // Rank and static dimension.
-        expect_invalid(m, pixels(raw(vec![64], ElementType::F32, 256)), "expects rank 2");
-        expect_invalid(m, pixels(raw(vec![2, 32], ElementType::F32, 256)), "dimension 1 must be 64");
+        expect_invalid(
+            m,
+            pixels(raw(vec![64], ElementType::F32, 256)),
+            "expects rank 2",
+        );
+        expect_invalid(
+            m,
+            pixels(raw(vec![2, 32], ElementType::F32, 256)),
+            "dimension 1 must be 64",
+        );
         // A name with a NUL byte never reaches the C APIs.
         expect_invalid(
             m,

@@ -52,7 +52,10 @@ fn a_text_file_or_a_missing_path_is_unavailable_not_a_panic() {
         ..EnginesConfig::default()
     });
     let reason = unavailable(&engines, EngineKind::OnnxRuntime);
-    assert!(reason.contains(missing.to_str().unwrap()) && reason.contains("does not exist"), "{reason}");
+    assert!(
+        reason.contains(missing.to_str().unwrap()) && reason.contains("does not exist"),
+        "{reason}"
+    );
     assert!(reason.contains("NIMBUS_ENGINES_DIR"), "{reason}");
     let reason = unavailable(&engines, EngineKind::OpenVino);
     assert!(reason.contains("nowhere"), "{reason}");

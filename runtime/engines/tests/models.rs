@@ -12,7 +12,10 @@ use nimbus_engines::{ElementType, EngineError, EngineKind, Target, Tensor, Tenso
 fn digits_mlp_gets_all_twenty_right_on_both_engines() {
     let x = npy("testdata/digits_test_X.npy");
     let y = npy("testdata/digits_test_y.npy");
-    assert_eq!((x.descr.as_str(), x.shape.as_slice()), ("<f4", &[20, 64][..]));
+    assert_eq!(
+        (x.descr.as_str(), x.shape.as_slice()),
+        ("<f4", &[20, 64][..])
+    );
     assert_eq!((y.descr.as_str(), y.shape.as_slice()), ("<i8", &[20][..]));
     let labels: Vec<i64> = y
         .data
@@ -104,7 +107,11 @@ fn efficientnet_keeps_real_names_dynamic_batch_and_engines_agree() {
         let probs = out[1].1.to_values::<f32>().unwrap();
         assert_eq!(out[1].1.dims, vec![1, 1000]);
         let top = argmax(&probs);
-        assert_eq!(top, 282, "{kind}: chelsea.png should be a tiger cat (282), p={}", probs[top]);
+        assert_eq!(
+            top, 282,
+            "{kind}: chelsea.png should be a tiger cat (282), p={}",
+            probs[top]
+        );
         assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-3);
         results.push(out);
     }
@@ -116,8 +123,15 @@ fn efficientnet_keeps_real_names_dynamic_batch_and_engines_agree() {
             .zip(&b)
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max);
-        eprintln!("efficientnet {}: max |onnxruntime - openvino| = {max_diff:e}", results[0][index].0);
-        assert!(max_diff < 1e-4, "{}: engines differ by {max_diff}", results[0][index].0);
+        eprintln!(
+            "efficientnet {}: max |onnxruntime - openvino| = {max_diff:e}",
+            results[0][index].0
+        );
+        assert!(
+            max_diff < 1e-4,
+            "{}: engines differ by {max_diff}",
+            results[0][index].0
+        );
     }
 }
 
@@ -135,7 +149,11 @@ fn efficientnet_runs_a_batch_of_two() {
         assert_eq!(out[1].1.dims, vec![2, 1000]);
         let probs = out[1].1.to_values::<f32>().unwrap();
         assert_eq!(argmax(&probs[..1000]), 282, "{kind}");
-        assert_eq!(argmax(&probs[1000..]), 967, "{kind}: coffee.png should be espresso");
+        assert_eq!(
+            argmax(&probs[1000..]),
+            967,
+            "{kind}: coffee.png should be espresso"
+        );
     }
 }
 
@@ -147,7 +165,11 @@ fn minilm_inputs_keep_their_names_and_order() {
             .load_model(kind, &model_bytes, Target::Cpu, 1)
             .unwrap();
         let names: Vec<&str> = model.inputs().iter().map(|i| i.name.as_str()).collect();
-        assert_eq!(names, ["input_ids", "attention_mask", "token_type_ids"], "{kind}");
+        assert_eq!(
+            names,
+            ["input_ids", "attention_mask", "token_type_ids"],
+            "{kind}"
+        );
         for input in model.inputs() {
             assert_eq!(input.ty, Some(ElementType::I64), "{kind}");
             assert_eq!(input.dims, vec![None, None], "{kind}");

@@ -58,14 +58,19 @@ async fn nimbusd_run(nimbusd: &Nimbusd, requests: usize, concurrency: usize) -> 
     Ok(figures(all, started.elapsed()))
 }
 
-fn native_run(input: &[f32], requests: usize, concurrency: usize) -> anyhow::Result<Figures> {
+fn native_run(
+    env: &ort::environment::Environment,
+    input: &[f32],
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<Figures> {
     let per_worker = requests / concurrency;
     let started = Instant::now();
     let all = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..concurrency)
             .map(|_| {
                 scope.spawn(move || -> anyhow::Result<Vec<Duration>> {
-                    let mut session = Session::builder()?.commit_from_file(efficientnet())?;
+                    let mut session = Session::builder(env)?.commit_from_file(efficientnet())?;
                     let mut latencies = Vec::with_capacity(per_worker);
                     for _ in 0..per_worker {
                         let t = Instant::now();
@@ -115,13 +120,15 @@ async fn main() -> anyhow::Result<()> {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    ort::init_from(onnxruntime_library())
-        .context("loading ONNX Runtime")?
-        .build()?;
+    let env = Arc::new(
+        ort::init_from(onnxruntime_library())
+            .context("loading ONNX Runtime")?
+            .build()?,
+    );
 
     // Warm both sides: the model load and the first compilations are not what we measure.
     nimbusd_run(&nimbusd, 10, 1).await?;
-    native_run(&input, 10, 1)?;
+    native_run(&env, &input, 10, 1)?;
 
     println!("classify-image (EfficientNet-Lite0, chelsea.png), {requests} requests per row, {} cores", std::thread::available_parallelism()?.get());
     println!();
@@ -129,8 +136,10 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|---|");
     for &concurrency in &levels {
         let served = nimbusd_run(&nimbusd, requests, concurrency).await?;
-        let input = input.clone();
-        let native = tokio::task::spawn_blocking(move || native_run(&input, requests, concurrency)).await??;
+        let (input, env) = (input.clone(), env.clone());
+        let native =
+            tokio::task::spawn_blocking(move || native_run(&env, &input, requests, concurrency))
+                .await??;
         println!(
             "| {concurrency} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} |",
             served.p50.as_secs_f64() * 1e3,

@@ -61,7 +61,9 @@ pub fn npy(relative: &str) -> Npy {
     };
     let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
     let field = |key: &str| {
-        let at = header.find(key).unwrap_or_else(|| panic!("no {key} in {header}"));
+        let at = header
+            .find(key)
+            .unwrap_or_else(|| panic!("no {key} in {header}"));
         &header[at + key.len()..]
     };
     let descr = field("'descr':").trim_start().trim_start_matches('\'');
@@ -86,7 +88,9 @@ pub fn argmax(values: &[f32]) -> usize {
     values
         .iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 { (i, v) } else { best }
+        })
         .0
 }
 
@@ -106,7 +110,10 @@ pub fn efficientnet_input(image: &str) -> Vec<f32> {
     assert_eq!(info.bit_depth, png::BitDepth::Eight);
     let (w, h) = (info.width as usize, info.height as usize);
     let scale = 256.0 / w.min(h) as f32;
-    let (rw, rh) = ((w as f32 * scale).round() as usize, (h as f32 * scale).round() as usize);
+    let (rw, rh) = (
+        (w as f32 * scale).round() as usize,
+        (h as f32 * scale).round() as usize,
+    );
     let (x0, y0) = ((rw - 224) / 2, (rh - 224) / 2);
     let pixel = |x: usize, y: usize, c: usize| buf[(y * w + x) * channels + c] as f32;
     let mut out = vec![0f32; 3 * 224 * 224];
