@@ -329,6 +329,11 @@ impl fmt::Debug for Engines {
 impl Engines {
     /// Loads both engines' native libraries. Never panics: an engine whose library is missing,
     /// broken or too old is reported unavailable, with the reason, by [`Engines::status`].
+    ///
+    /// Meant to be called once per process. Each native library can be loaded only once per
+    /// process: a later `load` naming the same library shares it (and ONNX Runtime's thread pool
+    /// settings from the first load), one naming a different library reports that engine
+    /// unavailable.
     pub fn load(config: &EnginesConfig) -> Engines {
         let onnxruntime = load_slot(EngineKind::OnnxRuntime, || {
             let path = library::onnxruntime_library_path(config)?;
@@ -462,5 +467,49 @@ fn load_slot<E>(kind: EngineKind, load: impl FnOnce() -> SlotResult<E>) -> Engin
                 engine: None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_and_models_can_be_shared_across_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Engines>();
+        shared::<Arc<dyn Model>>();
+        shared::<onnxruntime::OrtModel>();
+        shared::<openvino::OvModel>();
+    }
+
+    #[test]
+    fn names_parse_and_print_the_same() {
+        for kind in EngineKind::ALL {
+            assert_eq!(kind.to_string().parse::<EngineKind>().unwrap(), kind);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{kind}\""));
+        }
+        for target in [Target::Cpu, Target::Gpu, Target::Auto] {
+            assert_eq!(target.to_string().parse::<Target>().unwrap(), target);
+            assert_eq!(
+                serde_json::to_string(&target).unwrap(),
+                format!("\"{target}\"")
+            );
+        }
+        for ty in ElementType::ALL {
+            assert_eq!(ty.to_string().parse::<ElementType>().unwrap(), ty);
+            assert_eq!(serde_json::to_string(&ty).unwrap(), format!("\"{ty}\""));
+        }
+        assert_eq!(ElementType::F32.to_string(), "fp32");
+        assert_eq!(ElementType::Bf16.size(), 2);
+        assert!(matches!(
+            "tpu".parse::<Target>(),
+            Err(EngineError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            "tensorflow".parse::<EngineKind>(),
+            Err(EngineError::InvalidArgument(_))
+        ));
     }
 }

@@ -230,7 +230,6 @@ pub(crate) fn check_onnxruntime(path: &Path, required_api: u32) -> Result<Checke
             path.display()
         ));
     }
-    drop(get_api_base);
     Ok(CheckedLibrary {
         path,
         version,
@@ -362,7 +361,6 @@ pub(crate) fn check_openvino(path: &Path) -> Result<CheckedLibrary, String> {
     })?;
     check_openvino_version(&version)
         .map_err(|why| format!("`{}` cannot be used: {why}; {FIX_HINT}", path.display()))?;
-    drop((get_version, free_version));
     Ok(CheckedLibrary {
         path,
         version,

@@ -11,6 +11,11 @@
 //! (the core is locked only while reading and compiling, the compiled model never after loading),
 //! and each `InferRequest` is used by one thread at a time through the pool, as OpenVINO requires.
 //! No `unsafe impl` is needed.
+//!
+//! Limits of the engine that show through: OpenVINO's CPU and GPU plugins have no 64-bit
+//! arithmetic (i64 runs as i32, f64 as f32), so 64-bit inputs the narrowing would change are
+//! refused (see [`check_narrowing`]); the model is compiled with `INFERENCE_PRECISION_HINT=f32`
+//! so that the plugins do not drop to bf16/f16 on their own; only ONNX bytes are accepted.
 
 use std::path::Path;
 use std::sync::Mutex;

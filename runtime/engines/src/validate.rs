@@ -97,7 +97,7 @@ fn validate_tensor(info: &TensorInfo, tensor: &Tensor) -> Result<(), EngineError
         )));
     }
     let len = tensor.data.len();
-    if len % ty.size() != 0 {
+    if !len.is_multiple_of(ty.size()) {
         return Err(EngineError::InvalidArgument(format!(
             "input `{name}`: {len} bytes is not a whole number of {ty} elements ({} bytes each)",
             ty.size()

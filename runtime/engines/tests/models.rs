@@ -115,23 +115,16 @@ fn efficientnet_keeps_real_names_dynamic_batch_and_engines_agree() {
         assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-3);
         results.push(out);
     }
-    for index in 0..2 {
-        let a = results[0][index].1.to_values::<f32>().unwrap();
-        let b = results[1][index].1.to_values::<f32>().unwrap();
+    for ((name, ort), (_, ov)) in results[0].iter().zip(&results[1]) {
+        let a = ort.to_values::<f32>().unwrap();
+        let b = ov.to_values::<f32>().unwrap();
         let max_diff = a
             .iter()
             .zip(&b)
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max);
-        eprintln!(
-            "efficientnet {}: max |onnxruntime - openvino| = {max_diff:e}",
-            results[0][index].0
-        );
-        assert!(
-            max_diff < 1e-4,
-            "{}: engines differ by {max_diff}",
-            results[0][index].0
-        );
+        eprintln!("efficientnet {name}: max |onnxruntime - openvino| = {max_diff:e}");
+        assert!(max_diff < 1e-4, "{name}: engines differ by {max_diff}");
     }
 }
 

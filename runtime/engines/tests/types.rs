@@ -51,7 +51,7 @@ fn round_trip(kind: EngineKind, ty: ElementType) -> Result<(), EngineError> {
         ty: Some(ty),
         dims: vec![None, Some(3)],
     };
-    assert_eq!(model.inputs(), &[io.clone()], "{kind} {ty}");
+    assert_eq!(model.inputs(), std::slice::from_ref(&io), "{kind} {ty}");
     assert_eq!(
         model.outputs(),
         &[TensorInfo {
