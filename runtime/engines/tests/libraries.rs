@@ -88,6 +88,80 @@ fn a_real_library_of_the_wrong_engine_is_unavailable() {
     assert!(engines.is_available(EngineKind::OpenVino));
 }
 
+/// Builds a stand-in `libonnxruntime.so` that exports `OrtGetApiBase` with the given version
+/// string, and whose `GetApi` provides no API version at all (as a too-old library would).
+fn fake_onnxruntime(dir: &std::path::Path, version: &str) -> PathBuf {
+    let source = dir.join(format!("fake-{version}.c"));
+    let library = dir
+        .join(format!("fake-{version}"))
+        .join("libonnxruntime.so");
+    std::fs::create_dir_all(library.parent().unwrap()).unwrap();
+    std::fs::write(
+        &source,
+        format!(
+            "#include <stddef.h>\n\
+             typedef struct {{ const void *(*GetApi)(unsigned); const char *(*GetVersionString)(void); }} Base;\n\
+             static const void *get_api(unsigned v) {{ (void)v; return NULL; }}\n\
+             static const char *get_version(void) {{ return \"{version}\"; }}\n\
+             static const Base base = {{ get_api, get_version }};\n\
+             const Base *OrtGetApiBase(void) {{ return &base; }}\n"
+        ),
+    )
+    .unwrap();
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status()
+        .expect("a C compiler (`cc`, which Rust links with) to build a stand-in library");
+    assert!(status.success());
+    library
+}
+
+#[test]
+fn a_too_old_or_incomplete_onnxruntime_is_unavailable_not_a_panic() {
+    let dir = scratch("old");
+    let old = fake_onnxruntime(&dir, "1.16.3");
+    let engines = Engines::load(&EnginesConfig {
+        onnxruntime_library: Some(old.clone()),
+        openvino_dir: Some(dir.clone()),
+        ..EnginesConfig::default()
+    });
+    let reason = unavailable(&engines, EngineKind::OnnxRuntime);
+    assert!(reason.contains("it is ONNX Runtime 1.16.3"), "{reason}");
+    assert!(
+        reason.contains("needs 1.") && reason.contains("or newer"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(old.parent().unwrap().to_str().unwrap()),
+        "{reason}"
+    );
+
+    // New enough by its version string, but it provides no API table: refused too.
+    let liar = fake_onnxruntime(&dir, "1.99.0");
+    let engines = Engines::load(&EnginesConfig {
+        onnxruntime_library: Some(liar),
+        openvino_dir: Some(dir.clone()),
+        ..EnginesConfig::default()
+    });
+    let reason = unavailable(&engines, EngineKind::OnnxRuntime);
+    assert!(
+        reason.contains("does not provide C API version"),
+        "{reason}"
+    );
+
+    let garbage = fake_onnxruntime(&dir, "banana");
+    let engines = Engines::load(&EnginesConfig {
+        onnxruntime_library: Some(garbage),
+        openvino_dir: Some(dir.clone()),
+        ..EnginesConfig::default()
+    });
+    let reason = unavailable(&engines, EngineKind::OnnxRuntime);
+    assert!(reason.contains("malformed version `banana`"), "{reason}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn an_empty_engines_folder_says_to_fetch_the_engines() {
     let dir = scratch("empty");
