@@ -52,11 +52,11 @@ pub fn image(name: &str) -> Vec<u8> {
 /// A binary built by cargo in the same profile as this test (`nimbusd`, `nimbus`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps");
+    // Tests live in target/<profile>/deps/, bins such as nimbus-bench in target/<profile>/.
+    let mut profile_dir = exe.parent().expect("executable has a folder");
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().expect("deps has a parent");
+    }
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
