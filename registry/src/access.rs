@@ -1,6 +1,15 @@
 //! Tenants, API keys and authentication: bootstrap of the `default` tenant and its admin key,
-//! key creation (the full key is returned once and never stored), listing, revocation, and
-//! checking a bearer token in constant time against the stored peppered hash.
+//! tenant creation (with a first admin key, in one transaction), key creation (the full key is
+//! returned once and never stored), listing, revocation, and checking a bearer token in constant
+//! time against the stored peppered hash.
+//!
+//! Authentication comes in two halves so that a caller may cache the stored half:
+//! [`Registry::credential`] parses a token and peppers its secret (no storage touched),
+//! [`Registry::stored_key`] reads a key's row, and [`StoredKey::check`] compares the two and
+//! applies revocation and expiry at the moment of the check. [`Registry::authenticate`] is the
+//! three in a row.
+
+use std::fmt;
 
 use crate::keys::{self, hashes_equal};
 use crate::{
@@ -174,21 +183,24 @@ impl Registry {
             .await
     }
 
-    /// Revokes a key of the tenant (idempotent); `NotFound` when the tenant has no such key.
-    pub async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<(), RegistryError> {
+    /// Revokes a key of the tenant (idempotent) and returns it as it now stands; `NotFound`
+    /// when the tenant has no such key.
+    pub async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<KeyInfo, RegistryError> {
         let tenant = tenant.to_string();
         let key_id = key_id.to_string();
         self.db()
             .write(move |sql| {
                 let tenant_id = sql.tenant_id(&tenant)?;
-                if sql.revoke_key(tenant_id, &key_id, now())? {
-                    tracing::info!(tenant, key_id, "revoked API key");
-                    Ok(())
-                } else {
-                    Err(RegistryError::NotFound(format!(
+                let revoked = sql.revoke_key(tenant_id, &key_id, now())?;
+                match sql.key(&key_id)? {
+                    Some(row) if revoked => {
+                        tracing::info!(tenant, key_id, "revoked API key");
+                        Ok(row.info())
+                    }
+                    _ => Err(RegistryError::NotFound(format!(
                         "key `{}` not found in tenant `{tenant}`",
                         validate::shorten(&key_id)
-                    )))
+                    ))),
                 }
             })
             .await
@@ -198,6 +210,25 @@ impl Registry {
     /// (`Bearer nmb_...`). The secret is compared, as a peppered hash, in constant time; a
     /// revoked or expired key is reported as such only to a caller who knows its secret.
     pub async fn authenticate(&self, bearer_token: &str) -> Result<Principal, AuthError> {
+        let credential = self.credential(bearer_token)?;
+        let stored = self
+            .stored_key(credential.key_id())
+            .await
+            .map_err(|e| AuthError::Internal(anyhow::Error::new(e)))?;
+        match stored {
+            Some(stored) => stored.check(&credential),
+            None => {
+                // Same work as for a known id, so timing does not tell ids apart.
+                let _ = hashes_equal(&[0u8; 32], &credential.hash);
+                Err(AuthError::Unknown)
+            }
+        }
+    }
+
+    /// Parses a bearer token (the key, or `Bearer <key>`) and peppers its secret. Touches no
+    /// storage: `Missing` for an empty token, `Malformed` for one that is not
+    /// `nmb_<id>_<secret>`.
+    pub fn credential(&self, bearer_token: &str) -> Result<Credential, AuthError> {
         let mut token = bearer_token.trim();
         if let Some(scheme) = token.get(..7)
             && scheme.eq_ignore_ascii_case("bearer ")
@@ -208,33 +239,134 @@ impl Registry {
             return Err(AuthError::Missing);
         }
         let parsed = keys::parse(token).ok_or(AuthError::Malformed)?;
-        let computed = self.inner.pepper.hash(parsed.secret);
-        let id = parsed.id.to_string();
-        let row = self
+        Ok(Credential {
+            key_id: parsed.id.to_string(),
+            hash: self.inner.pepper.hash(parsed.secret),
+        })
+    }
+
+    /// The stored row of key `key_id` (any tenant), or `None` when there is no such key. What it
+    /// holds is safe to keep in memory: the peppered hash, never the secret.
+    pub async fn stored_key(&self, key_id: &str) -> Result<Option<StoredKey>, RegistryError> {
+        let id = key_id.to_string();
+        let row = self.db().read(move |sql| sql.key(&id)).await?;
+        Ok(row.map(|row| StoredKey {
+            principal: Principal {
+                tenant: row.tenant,
+                key_id: row.id,
+                scopes: row.scopes,
+            },
+            secret_hash: row.secret_hash,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+        }))
+    }
+
+    /// Creates tenant `name` and its first admin key in one transaction: both exist, or neither.
+    /// Returns the tenant, the key's info and the full key (shown this once). `Conflict` if the
+    /// name is taken, `BadRequest` if it breaks the name rule.
+    pub async fn create_tenant_with_admin_key(
+        &self,
+        name: &str,
+    ) -> Result<(Tenant, KeyInfo, String), RegistryError> {
+        validate::name("tenant", name)?;
+        let (id, secret, full) = keys::generate()?;
+        let hash = self.inner.pepper.hash(&secret);
+        let tenant_name = name.to_string();
+        let key_id = id.clone();
+        let (tenant, info) = self
             .db()
-            .read(move |sql| sql.key(&id))
-            .await
-            .map_err(|e| AuthError::Internal(anyhow::Error::new(e)))?;
-        let Some(row) = row else {
-            // Same work as for a known id, so timing does not tell ids apart.
-            let _ = hashes_equal(&[0u8; 32], &computed);
-            return Err(AuthError::Unknown);
-        };
-        if !hashes_equal(&row.secret_hash, &computed) {
+            .write(move |sql| {
+                let now = now();
+                let tenant = sql.insert_tenant(&tenant_name, now)?;
+                let tenant_id = sql.tenant_id(&tenant_name)?;
+                if !sql.insert_key(&key_id, tenant_id, &hash, &[Scope::Admin], now, None)? {
+                    // A clash of random ids: the transaction rolls back, the caller may retry.
+                    return Err(RegistryError::internal(
+                        "the new admin key's id is taken; try again",
+                    ));
+                }
+                let info = KeyInfo {
+                    key_id,
+                    tenant: tenant_name,
+                    scopes: vec![Scope::Admin],
+                    created_at: now,
+                    expires_at: None,
+                    revoked_at: None,
+                };
+                Ok((tenant, info))
+            })
+            .await?;
+        tracing::info!(tenant = %tenant.name, key_id = %info.key_id, "created tenant and its admin key");
+        Ok((tenant, info, full))
+    }
+}
+
+/// A parsed bearer token: the key id and the peppered hash of its secret. The secret itself is
+/// not kept; `Debug` shows the id only.
+#[derive(Clone)]
+pub struct Credential {
+    key_id: String,
+    hash: [u8; 32],
+}
+
+impl Credential {
+    /// The public id part of the key.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key as stored: who it belongs to, its scopes, the peppered hash of its secret, expiry and
+/// revocation. Safe to cache; [`StoredKey::check`] decides at each use.
+#[derive(Clone)]
+pub struct StoredKey {
+    principal: Principal,
+    secret_hash: Vec<u8>,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+impl StoredKey {
+    /// The key's tenant, id and scopes (before any check).
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// Checks `credential` against this key: the hashes compared in constant time, then
+    /// revocation, then expiry against the clock now (so a cached copy never outlives the
+    /// expiry). A mismatching secret is `Unknown`, as for an id that does not exist.
+    pub fn check(&self, credential: &Credential) -> Result<Principal, AuthError> {
+        let matches = hashes_equal(&self.secret_hash, &credential.hash);
+        if !matches || credential.key_id != self.principal.key_id {
             return Err(AuthError::Unknown);
         }
-        if row.revoked_at.is_some() {
+        if self.revoked_at.is_some() {
             return Err(AuthError::Revoked);
         }
-        if let Some(at) = row.expires_at
+        if let Some(at) = self.expires_at
             && now() >= at
         {
             return Err(AuthError::Expired);
         }
-        Ok(Principal {
-            tenant: row.tenant,
-            key_id: row.id,
-            scopes: row.scopes,
-        })
+        Ok(self.principal.clone())
+    }
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("principal", &self.principal)
+            .field("expires_at", &self.expires_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
     }
 }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+pub use access::{Credential, StoredKey};
 pub use blobs::{BlobStore, BoxError};
 pub use error::{AuthError, RegistryError};
 pub use records::{

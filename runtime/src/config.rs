@@ -26,6 +26,23 @@ pub const DEFAULT_MODEL_CACHE_MB: u64 = 4096;
 pub const DEFAULT_COMPILED_FUNCTIONS: u64 = 256;
 /// Guest instances alive at once on this node (the pooling allocator's size).
 pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+/// Requests per second one API key may make (sustained), on this node.
+pub const DEFAULT_RATE_PER_KEY: f64 = 500.0;
+/// Requests one API key may make at once before its sustained rate applies.
+pub const DEFAULT_BURST_PER_KEY: u32 = 1000;
+/// Requests per second all keys of one tenant may make together (sustained), on this node; also
+/// the rate of calls without a key to the tenant's public functions, counted apart.
+pub const DEFAULT_RATE_PER_TENANT: f64 = 2000.0;
+/// Requests one tenant may make at once before its sustained rate applies.
+pub const DEFAULT_BURST_PER_TENANT: u32 = 4000;
+/// Failed authentications one source address may make per window before it is answered 429.
+pub const DEFAULT_AUTH_FAILURES_PER_IP: u32 = 10;
+/// The window of `DEFAULT_AUTH_FAILURES_PER_IP` (seconds): after the burst, one more try per
+/// `window / failures`.
+pub const DEFAULT_AUTH_FAILURE_WINDOW_S: u64 = 60;
+/// How long a node trusts its cached copy of a key (seconds): a key revoked on another node stops
+/// working here within this time (at once on the node that revoked it).
+pub const DEFAULT_AUTH_CACHE_TTL_S: u64 = 5;
 
 /// nimbusd: the Nimbus server.
 #[derive(Parser, Debug, Clone)]
@@ -91,4 +108,35 @@ pub struct Config {
     /// Bytes a guest may pass to wasi-nn `load` (0 turns guest-supplied models off).
     #[arg(long, env = "NIMBUS_MAX_GUEST_MODEL_BYTES", default_value_t = 64 << 20)]
     pub max_guest_model_bytes: usize,
+
+    /// Sustained requests per second of one API key on this node (0: no limit).
+    #[arg(long, env = "NIMBUS_RATE_PER_KEY", default_value_t = DEFAULT_RATE_PER_KEY)]
+    pub rate_per_key: f64,
+
+    /// Requests one API key may make at once before its rate applies.
+    #[arg(long, env = "NIMBUS_BURST_PER_KEY", default_value_t = DEFAULT_BURST_PER_KEY)]
+    pub burst_per_key: u32,
+
+    /// Sustained requests per second of all keys of one tenant on this node (0: no limit); calls
+    /// without a key to the tenant's public functions get the same rate, counted apart.
+    #[arg(long, env = "NIMBUS_RATE_PER_TENANT", default_value_t = DEFAULT_RATE_PER_TENANT)]
+    pub rate_per_tenant: f64,
+
+    /// Requests one tenant may make at once before its rate applies.
+    #[arg(long, env = "NIMBUS_BURST_PER_TENANT", default_value_t = DEFAULT_BURST_PER_TENANT)]
+    pub burst_per_tenant: u32,
+
+    /// Failed authentications one source address may make per window; beyond them it is
+    /// answered 429 (0: no limit).
+    #[arg(long, env = "NIMBUS_AUTH_FAILURES_PER_IP", default_value_t = DEFAULT_AUTH_FAILURES_PER_IP)]
+    pub auth_failures_per_ip: u32,
+
+    /// The window of --auth-failures-per-ip, in seconds.
+    #[arg(long, env = "NIMBUS_AUTH_FAILURE_WINDOW_S", default_value_t = DEFAULT_AUTH_FAILURE_WINDOW_S)]
+    pub auth_failure_window_s: u64,
+
+    /// Seconds a node trusts its cached copy of an API key: the bound on how long a key revoked on
+    /// another node keeps working here (0: no cache, every request reads the registry).
+    #[arg(long, env = "NIMBUS_AUTH_CACHE_TTL_S", default_value_t = DEFAULT_AUTH_CACHE_TTL_S)]
+    pub auth_cache_ttl_s: u64,
 }

@@ -32,6 +32,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields beside `code` and `message` (e.g. a guest's stderr).
     pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Seconds for a `Retry-After` header (429 and 503 answers).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -41,6 +43,7 @@ impl ApiError {
             code,
             message: message.into(),
             extra: None,
+            retry_after: None,
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -67,6 +70,13 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
+    /// 429 `rate_limited` with `Retry-After: retry_after_s` (also in the body as `retry_after_s`).
+    pub fn rate_limited(message: impl Into<String>, retry_after_s: u64) -> Self {
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            .with("retry_after_s", retry_after_s);
+        error.retry_after = Some(retry_after_s);
+        error
+    }
 
     /// Adds a field beside `code` and `message`.
     pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
@@ -84,7 +94,13 @@ impl ApiError {
         if let Some(extra) = self.extra {
             error.extend(extra);
         }
-        json(self.status, &json!({ "error": error }))
+        let mut response = json(self.status, &json!({ "error": error }));
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

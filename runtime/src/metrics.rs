@@ -18,6 +18,9 @@ pub struct Metrics {
     functions_loaded_from_disk: AtomicU64,
     function_load_micros: AtomicU64,
     instances_in_flight: AtomicI64,
+    instances_started: AtomicU64,
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    rate_limited: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Decrements the in-flight gauge when dropped.
@@ -59,7 +62,21 @@ impl Metrics {
     /// Marks an instance as running until the guard is dropped.
     pub fn instance_started(&self) -> InFlight<'_> {
         self.instances_in_flight.fetch_add(1, Ordering::Relaxed);
+        self.instances_started.fetch_add(1, Ordering::Relaxed);
         InFlight(self)
+    }
+
+    /// Counts one refused API key, by why (`malformed`, `unknown`, `revoked`, `expired`).
+    pub fn record_auth_failure(&self, reason: &'static str) {
+        let mut map = self.auth_failures.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(reason).or_default() += 1;
+    }
+
+    /// Counts one request answered 429 by a rate limit (`key`, `tenant`, `public`,
+    /// `auth_failures`).
+    pub fn record_rate_limited(&self, limit: &'static str) {
+        let mut map = self.rate_limited.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(limit).or_default() += 1;
     }
 
     /// The Prometheus text exposition.
@@ -114,6 +131,23 @@ impl Metrics {
             "nimbus_instances_in_flight {}",
             self.instances_in_flight.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP nimbus_instances_started_total Guest instances started (requests that reached a guest).\n");
+        out.push_str("# TYPE nimbus_instances_started_total counter\n");
+        let _ = writeln!(
+            out,
+            "nimbus_instances_started_total {}",
+            self.instances_started.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP nimbus_auth_failures_total API keys refused, by reason.\n");
+        out.push_str("# TYPE nimbus_auth_failures_total counter\n");
+        for (reason, n) in self.auth_failures.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "nimbus_auth_failures_total{{reason=\"{reason}\"}} {n}");
+        }
+        out.push_str("# HELP nimbus_rate_limited_total Requests answered 429 by a rate limit, by limit.\n");
+        out.push_str("# TYPE nimbus_rate_limited_total counter\n");
+        for (limit, n) in self.rate_limited.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "nimbus_rate_limited_total{{limit=\"{limit}\"}} {n}");
+        }
         out
     }
 }
