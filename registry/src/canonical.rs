@@ -91,6 +91,7 @@ mod tests {
                 model: "resnet".into(),
                 version: "b".repeat(12),
                 sha256: "b".repeat(64),
+                uri: None,
                 engine: "onnxruntime".into(),
                 target: "cpu".into(),
             },

@@ -17,6 +17,10 @@ pub enum RegistryError {
     /// An upload is over its size cap. HTTP 413.
     #[error("{0}")]
     TooLarge(String),
+    /// Storage that should answer does not (S3 down, timed out, or refusing the credentials):
+    /// worth retrying later. HTTP 503.
+    #[error("{0}")]
+    Unavailable(String),
     /// Storage failed (database, filesystem, a corrupt blob). HTTP 500.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -30,6 +34,7 @@ impl RegistryError {
             RegistryError::Conflict(_) => "conflict",
             RegistryError::BadRequest(_) => "bad_request",
             RegistryError::TooLarge(_) => "payload_too_large",
+            RegistryError::Unavailable(_) => "unavailable",
             RegistryError::Internal(_) => "internal",
         }
     }
@@ -41,6 +46,7 @@ impl RegistryError {
             RegistryError::Conflict(_) => 409,
             RegistryError::BadRequest(_) => 400,
             RegistryError::TooLarge(_) => 413,
+            RegistryError::Unavailable(_) => 503,
             RegistryError::Internal(_) => 500,
         }
     }

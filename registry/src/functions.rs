@@ -1,14 +1,40 @@
 //! Function versions and aliases: deploying (model references resolved to exact versions,
 //! version = digest of the canonical form, alias `latest` moved in the same transaction),
-//! listing, resolving `latest` / a version / an alias, and setting aliases (rollback).
+//! listing, resolving `latest` / a version / an alias, moving aliases with their history,
+//! rollback (undoing an alias's newest move), and deleting versions (then collecting the blobs
+//! no longer used, see `gc`).
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::canonical::function_digest;
+use crate::db::Sql;
 use crate::models::{blob_not_found, resolve_in};
 use crate::{
     FunctionSummary, FunctionVersion, NewFunctionVersion, Registry, RegistryError, now, validate,
 };
+
+/// What moving an alias did: `{"name", "alias", "version", "previous"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasMoved {
+    /// The function.
+    pub name: String,
+    pub alias: String,
+    /// The version the alias points at now.
+    pub version: String,
+    /// The version it pointed at before; `None` when the move created the alias.
+    pub previous: Option<String>,
+}
+
+/// What deleting a function version did: `{"name", "version", "collected_blobs"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionDeleted {
+    pub name: String,
+    pub version: String,
+    /// Blobs (sha256) deleted because no version or model of any tenant used them any more.
+    pub collected_blobs: Vec<String>,
+}
 
 impl Registry {
     /// Deploys a function version. Each model reference is resolved in the tenant (a bare name
@@ -70,12 +96,12 @@ impl Registry {
                         (function, true)
                     }
                 };
-                sql.set_alias(
+                move_alias(
+                    sql,
                     tenant_id,
                     &function.name,
                     validate::LATEST,
                     &function.version,
-                    now(),
                 )?;
                 tracing::info!(
                     tenant,
@@ -132,17 +158,16 @@ impl Registry {
         let selector = selector.unwrap_or(validate::LATEST).to_string();
         self.db()
             .read(move |sql| {
-                let tenant_id = sql.tenant_id(&tenant)?;
-                let version = if validate::is_version(&selector) {
-                    Some(selector.clone())
+                let (version, alias) = if validate::is_version(&selector) {
+                    (Some(selector.as_str()), None)
                 } else {
-                    sql.alias_target(tenant_id, &name, &selector)?
+                    (None, Some(selector.as_str()))
                 };
-                if let Some(version) = version
-                    && let Some((function, _)) = sql.function_version(tenant_id, &name, &version)?
-                {
+                // One statement on the hot path; the rest only to word the error.
+                if let Some(function) = sql.find_function(&tenant, &name, version, alias)? {
                     return Ok(function);
                 }
+                let tenant_id = sql.tenant_id(&tenant)?;
                 if sql
                     .alias_target(tenant_id, &name, validate::LATEST)?
                     .is_none()
@@ -157,15 +182,16 @@ impl Registry {
             .await
     }
 
-    /// Points `alias` of function `name` at an existing `version` (e.g. moving `latest` back
-    /// for a rollback). Alias names follow the name rule and cannot look like a version.
+    /// Points `alias` of function `name` at an existing `version`, recording the move in the
+    /// alias's history (a move to where it already points records nothing). Alias names follow
+    /// the name rule and cannot look like a version.
     pub async fn set_alias(
         &self,
         tenant: &str,
         name: &str,
         alias: &str,
         version: &str,
-    ) -> Result<FunctionVersion, RegistryError> {
+    ) -> Result<AliasMoved, RegistryError> {
         validate::name("alias", alias)?;
         if validate::is_version(alias) {
             return Err(RegistryError::BadRequest(format!(
@@ -179,17 +205,143 @@ impl Registry {
         self.db()
             .write(move |sql| {
                 let tenant_id = sql.tenant_id(&tenant)?;
-                let Some((function, _)) = sql.function_version(tenant_id, &name, &version)? else {
+                if sql.function_version(tenant_id, &name, &version)?.is_none() {
+                    if sql.aliases(tenant_id, &name)?.is_empty() {
+                        return Err(function_not_found(&name, &tenant));
+                    }
                     return Err(RegistryError::NotFound(format!(
                         "function `{name}@{}` not found in tenant `{tenant}`",
                         validate::shorten(&version)
                     )));
-                };
-                sql.set_alias(tenant_id, &name, &alias, &version, now())?;
-                tracing::info!(tenant, function = %name, alias, version, "set function alias");
-                Ok(function)
+                }
+                let previous = move_alias(sql, tenant_id, &name, &alias, &version)?;
+                tracing::info!(tenant, function = %name, alias, version, ?previous, "set function alias");
+                Ok(AliasMoved {
+                    name,
+                    alias,
+                    version,
+                    previous,
+                })
             })
             .await
+    }
+
+    /// Rolls `alias` of function `name` back: undoes its newest move that has not been undone,
+    /// pointing it at the version it pointed at before that move. Repeated rollbacks walk further
+    /// back through the history; a later deploy or alias move starts a new step. `Conflict` when
+    /// there is nothing earlier, or when the earlier version has since been deleted.
+    pub async fn rollback(
+        &self,
+        tenant: &str,
+        name: &str,
+        alias: &str,
+    ) -> Result<AliasMoved, RegistryError> {
+        validate::name("alias", alias)?;
+        let tenant = tenant.to_string();
+        let name = name.to_string();
+        let alias = alias.to_string();
+        self.db()
+            .write(move |sql| {
+                let tenant_id = sql.tenant_id(&tenant)?;
+                let Some(current) = sql.alias_target(tenant_id, &name, &alias)? else {
+                    if sql.aliases(tenant_id, &name)?.is_empty() {
+                        return Err(function_not_found(&name, &tenant));
+                    }
+                    return Err(RegistryError::NotFound(format!(
+                        "function `{name}` has no alias `{alias}`"
+                    )));
+                };
+                let step = sql.last_alias_move(tenant_id, &name, &alias)?;
+                let Some((step, previous)) =
+                    step.and_then(|step| step.previous.clone().map(|previous| (step, previous)))
+                else {
+                    return Err(RegistryError::Conflict(format!(
+                        "alias `{alias}` of function `{name}` has no earlier version to roll back to"
+                    )));
+                };
+                if sql.function_version(tenant_id, &name, &previous)?.is_none() {
+                    return Err(RegistryError::Conflict(format!(
+                        "alias `{alias}` of function `{name}` pointed at `{previous}` before, \
+                         but that version has been deleted; point the alias at a version with \
+                         PUT /v1/functions/{name}/aliases/{alias}"
+                    )));
+                }
+                if step.version != current {
+                    tracing::warn!(tenant, function = %name, alias, current, recorded = %step.version,
+                        "alias history does not end where the alias points; rolling back anyway");
+                }
+                let now = now();
+                sql.set_alias(tenant_id, &name, &alias, &previous, now)?;
+                sql.mark_alias_move_undone(step.id)?;
+                sql.record_alias_move(
+                    tenant_id,
+                    &name,
+                    &alias,
+                    Some(&current),
+                    &previous,
+                    true,
+                    now,
+                )?;
+                tracing::info!(tenant, function = %name, alias, from = %current, to = %previous, "rolled back function alias");
+                Ok(AliasMoved {
+                    name,
+                    alias,
+                    version: previous,
+                    previous: Some(current),
+                })
+            })
+            .await
+    }
+
+    /// Deletes version `version` of function `name`, then collects the blobs that no version or
+    /// model of any tenant uses any more (its wasm, unless something else uses it). `Conflict`
+    /// while an alias points at the version (the message names them).
+    pub async fn delete_function_version(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<VersionDeleted, RegistryError> {
+        let tenant_name = tenant.to_string();
+        let name = name.to_string();
+        let version = version.to_string();
+        let (name, version) = self
+            .db()
+            .write(move |sql| {
+                let tenant = tenant_name;
+                let tenant_id = sql.tenant_id(&tenant)?;
+                let aliases = sql.aliases(tenant_id, &name)?;
+                if aliases.is_empty() {
+                    return Err(function_not_found(&name, &tenant));
+                }
+                let pointing: Vec<&str> = aliases
+                    .iter()
+                    .filter(|(_, target)| **target == version)
+                    .map(|(alias, _)| alias.as_str())
+                    .collect();
+                if !pointing.is_empty() {
+                    return Err(RegistryError::Conflict(format!(
+                        "version `{version}` of function `{name}` is in use by alias(es) {}; \
+                         move them to another version first",
+                        pointing.join(", ")
+                    )));
+                }
+                if !sql.delete_function_version(tenant_id, &name, &version)? {
+                    return Err(RegistryError::NotFound(format!(
+                        "function `{name}@{}` not found in tenant `{tenant}`",
+                        validate::shorten(&version)
+                    )));
+                }
+                tracing::info!(tenant, function = %name, version, "deleted function version");
+                Ok((name, version))
+            })
+            .await?;
+        let collected_blobs = self.collect_garbage().await?;
+        Ok(VersionDeleted {
+            name,
+            version,
+            collected_blobs,
+        })
     }
 
     /// A function's aliases (alias -> version); `NotFound` if the tenant has no such function.
@@ -210,6 +362,33 @@ impl Registry {
             })
             .await
     }
+}
+
+/// Points `alias` at `version` and records the move in its history, unless it already points
+/// there. Returns the version it pointed at before (`None` when the move created it).
+fn move_alias(
+    sql: &Sql<'_>,
+    tenant_id: i64,
+    name: &str,
+    alias: &str,
+    version: &str,
+) -> Result<Option<String>, RegistryError> {
+    let previous = sql.alias_target(tenant_id, name, alias)?;
+    if previous.as_deref() == Some(version) {
+        return Ok(previous);
+    }
+    let now = now();
+    sql.set_alias(tenant_id, name, alias, version, now)?;
+    sql.record_alias_move(
+        tenant_id,
+        name,
+        alias,
+        previous.as_deref(),
+        version,
+        false,
+        now,
+    )?;
+    Ok(previous)
 }
 
 fn function_not_found(name: &str, tenant: &str) -> RegistryError {

@@ -107,6 +107,29 @@ impl Pepper {
         Ok(Pepper(bytes))
     }
 
+    /// A pepper given as 64 hex characters (from a secret every node shares).
+    pub(crate) fn from_hex(hex: &str) -> anyhow::Result<Pepper> {
+        let bytes = hex::decode(hex.trim())
+            .ok()
+            .and_then(|b| <[u8; PEPPER_LEN]>::try_from(b).ok())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the key pepper must be {} hex characters (e.g. `openssl rand -hex 32`)",
+                    PEPPER_LEN * 2
+                )
+            })?;
+        Ok(Pepper(bytes))
+    }
+
+    /// A fingerprint that tells peppers apart without revealing them: sha256 of a label and the
+    /// pepper, as hex.
+    pub(crate) fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(b"nimbus key pepper fingerprint\0");
+        hasher.update(self.0);
+        hex::encode(hasher.finalize())
+    }
+
     /// sha256(pepper || secret).
     pub(crate) fn hash(&self, secret: &str) -> [u8; 32] {
         let mut hasher = Sha256::new();

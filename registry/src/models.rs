@@ -1,8 +1,9 @@
 //! Blob ownership per tenant and model versions: pushing a model (content-addressed, version =
-//! sha256[..12]), listing, and resolving `name` / `name@version` references within a tenant.
+//! sha256[..12]) from an uploaded blob or from an `s3://bucket/key` object, listing, and resolving
+//! `name` / `name@version` references within a tenant.
 
 use crate::db::Sql;
-use crate::{ModelVersion, NewModelVersion, Registry, RegistryError, now, validate};
+use crate::{ModelVersion, NewModelVersion, Registry, RegistryError, S3Uri, now, validate};
 
 impl Registry {
     /// Records that `tenant` owns the stored blob `sha256` of `size` bytes (idempotent). The blob
@@ -13,12 +14,11 @@ impl Registry {
         sha256: &str,
         size: u64,
     ) -> Result<(), RegistryError> {
-        validate::digest(sha256)?;
-        let path = self.blobs().path(sha256).await?;
-        let stored = tokio::fs::metadata(&path)
-            .await
-            .map_err(|e| anyhow::Error::new(e).context(format!("checking blob {sha256}")))?
-            .len();
+        let stored = self
+            .blobs()
+            .size(sha256)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("blob `{sha256}` not found")))?;
         if stored != size {
             return Err(RegistryError::BadRequest(format!(
                 "blob `{sha256}` has {stored} bytes, not {size}"
@@ -49,9 +49,11 @@ impl Registry {
             .await
     }
 
-    /// Registers blob `new.sha256` (owned by the tenant) as version `sha256[..12]` of model
-    /// `new.name`. The same name, bytes, engine and target again -> the existing version and
-    /// `false`; the same name and bytes with another engine or target -> `Conflict`.
+    /// Registers version `sha256[..12]` of model `new.name`: blob `new.sha256` owned by the
+    /// tenant, or, with `new.uri`, the object at that `s3://bucket/key` (which must exist; its
+    /// bytes are checked against `sha256` when a node first pulls it). The same name, bytes,
+    /// engine and target again -> the existing version and `false`; the same name and bytes with
+    /// another engine or target -> `Conflict`.
     pub async fn create_model_version(
         &self,
         tenant: &str,
@@ -61,13 +63,29 @@ impl Registry {
         validate::digest(&new.sha256)?;
         validate::engine(&new.engine)?;
         validate::target(&new.target)?;
+        let object_size = match &new.uri {
+            Some(uri) => {
+                let parsed: S3Uri = uri.parse()?;
+                let size = self.blobs().object_size(&parsed).await?.ok_or_else(|| {
+                    RegistryError::NotFound(format!("there is no object at {parsed}"))
+                })?;
+                Some(size)
+            }
+            None => None,
+        };
         let tenant = tenant.to_string();
         self.db()
             .write(move |sql| {
                 let tenant_id = sql.tenant_id(&tenant)?;
-                let size = sql
-                    .tenant_blob_size(tenant_id, &new.sha256)?
-                    .ok_or_else(|| blob_not_found(&new.sha256, &tenant))?;
+                let size = match object_size {
+                    Some(size) => {
+                        sql.record_blob_digest(&new.sha256, size, now())?;
+                        size
+                    }
+                    None => sql
+                        .tenant_blob_size(tenant_id, &new.sha256)?
+                        .ok_or_else(|| blob_not_found(&new.sha256, &tenant))?,
+                };
                 let version = new.sha256[..12].to_string();
                 if let Some(existing) = sql.model_version(tenant_id, &new.name, &version)? {
                     if existing.sha256 != new.sha256 {
@@ -89,6 +107,7 @@ impl Registry {
                     name: new.name,
                     version,
                     sha256: new.sha256,
+                    uri: new.uri,
                     size,
                     engine: new.engine,
                     target: new.target,
@@ -169,4 +188,11 @@ fn model_not_found(reference: &str, tenant: &str) -> RegistryError {
 
 pub(crate) fn blob_not_found(sha256: &str, tenant: &str) -> RegistryError {
     RegistryError::NotFound(format!("blob `{sha256}` not found in tenant `{tenant}`"))
+}
+
+/// The answer to recording a blob that garbage collection is deleting (see `gc`).
+pub(crate) fn blob_being_deleted(sha256: &str) -> RegistryError {
+    RegistryError::Conflict(format!(
+        "blob `{sha256}` is being deleted as unused; upload it again in a moment"
+    ))
 }

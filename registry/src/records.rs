@@ -107,6 +107,10 @@ pub struct BlobInfo {
 pub struct NewModelVersion {
     pub name: String,
     pub sha256: String,
+    /// `s3://bucket/key` of an object uploaded with any S3 tool, whose bytes hash to `sha256`;
+    /// `None`: a blob the tenant uploaded to nimbusd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
     /// `onnxruntime` or `openvino`.
     pub engine: String,
     /// `cpu`, `gpu` or `auto`; `cpu` when absent from the JSON.
@@ -118,13 +122,18 @@ fn default_target() -> String {
     "cpu".to_string()
 }
 
-/// A model version: `{"name", "version", "sha256", "size", "engine", "target", "created_at"}`.
+/// A model version: `{"name", "version", "sha256", "size", "engine", "target", "created_at"}`,
+/// and `"uri"` when it was registered by URI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelVersion {
     pub name: String,
     /// The first 12 hex characters of `sha256`.
     pub version: String,
     pub sha256: String,
+    /// Where the bytes are when the model was registered by `s3://bucket/key`; `None`: the blob
+    /// store's own copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
     pub size: u64,
     pub engine: String,
     pub target: String,
@@ -139,6 +148,7 @@ impl ModelVersion {
             model: self.name.clone(),
             version: self.version.clone(),
             sha256: self.sha256.clone(),
+            uri: self.uri.clone(),
             engine: self.engine.clone(),
             target: self.target.clone(),
         }
@@ -151,6 +161,10 @@ pub struct ModelBinding {
     pub model: String,
     pub version: String,
     pub sha256: String,
+    /// Where the bytes are fetched from when not the blob store's own copy (see
+    /// [`ModelVersion::uri`]). Not part of the function version's digest: the bytes are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
     pub engine: String,
     pub target: String,
 }

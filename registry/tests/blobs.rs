@@ -26,14 +26,14 @@ async fn put_stream_computes_the_sha256_and_stores_content_addressed() {
     let path = blobs.path(HELLO_SHA256).await.unwrap();
     assert_eq!(
         path,
-        blobs.root().join("sha256").join("b9").join(HELLO_SHA256)
+        blobs.local_root().unwrap().join("sha256").join("b9").join(HELLO_SHA256)
     );
     assert_eq!(
         blobs.read(HELLO_SHA256).await.unwrap(),
         Bytes::from_static(HELLO)
     );
     assert!(blobs.exists(HELLO_SHA256).await);
-    assert!(leftovers(blobs.root()).is_empty());
+    assert!(leftovers(blobs.local_root().unwrap()).is_empty());
 }
 
 #[tokio::test]
@@ -65,7 +65,7 @@ async fn put_stream_refuses_a_digest_mismatch_and_leaves_no_file() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(common::files_under(blobs.root()).is_empty());
+    assert!(common::files_under(blobs.local_root().unwrap()).is_empty());
     assert!(!blobs.exists(HELLO_SHA256).await);
 }
 
@@ -79,7 +79,7 @@ async fn put_stream_refuses_more_than_max_bytes_and_leaves_no_file() {
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::TooLarge(_)), "{err:?}");
-    assert!(common::files_under(blobs.root()).is_empty());
+    assert!(common::files_under(blobs.local_root().unwrap()).is_empty());
     // Exactly at the cap is fine.
     blobs
         .put_stream(common::chunks(&data, 1000), None, 10_000)
@@ -100,7 +100,7 @@ async fn put_stream_refuses_a_failing_body_and_leaves_no_file() {
         RegistryError::BadRequest(message) => assert!(message.contains("client went away")),
         other => panic!("{other:?}"),
     }
-    assert!(common::files_under(blobs.root()).is_empty());
+    assert!(common::files_under(blobs.local_root().unwrap()).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +124,7 @@ async fn concurrent_puts_of_the_same_bytes_both_succeed_with_one_file() {
         digests.push(task.await.unwrap().unwrap().sha256);
     }
     assert!(digests.windows(2).all(|w| w[0] == w[1]));
-    let files = common::files_under(blobs.root());
+    let files = common::files_under(blobs.local_root().unwrap());
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(blobs.read(&digests[0]).await.unwrap().len(), data.len());
 }
@@ -248,5 +248,5 @@ async fn a_dropped_upload_leaves_no_file() {
     let upload = blobs.put_stream(body, None, 1024);
     let timed_out = tokio::time::timeout(std::time::Duration::from_millis(200), upload).await;
     assert!(timed_out.is_err());
-    assert!(common::files_under(blobs.root()).is_empty());
+    assert!(common::files_under(blobs.local_root().unwrap()).is_empty());
 }

@@ -1,5 +1,6 @@
 //! Function versions and aliases.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
@@ -24,7 +25,6 @@ fn deploy(name: &str, wasm: &str) -> NewFunctionVersion {
     }
 }
 
-#[tokio::test]
 async fn deploy_resolves_a_bare_model_name_to_its_newest_version() {
     let (_dir, registry, wasm) = setup().await;
     let v1 = common::push_model(&registry, "acme", "resnet", b"v1").await;
@@ -47,7 +47,6 @@ async fn deploy_resolves_a_bare_model_name_to_its_newest_version() {
     assert!(matches!(err, RegistryError::NotFound(_)), "{err:?}");
 }
 
-#[tokio::test]
 async fn deploy_is_content_addressed() {
     let (_dir, registry, wasm) = setup().await;
     let (first, created) = registry
@@ -90,7 +89,6 @@ async fn deploy_is_content_addressed() {
     assert_eq!(other.version, first.version);
 }
 
-#[tokio::test]
 async fn deploy_moves_latest_even_to_an_existing_version() {
     let (_dir, registry, wasm) = setup().await;
     let (a, _) = registry
@@ -131,7 +129,6 @@ async fn deploy_moves_latest_even_to_an_existing_version() {
     assert_eq!(versions, vec![b, a]);
 }
 
-#[tokio::test]
 async fn resolve_function_by_version_and_by_latest() {
     let (_dir, registry, wasm) = setup().await;
     let (a, _) = registry
@@ -180,7 +177,6 @@ async fn resolve_function_by_version_and_by_latest() {
     }
 }
 
-#[tokio::test]
 async fn aliases_point_at_versions_and_latest_can_roll_back() {
     let (_dir, registry, wasm) = setup().await;
     let (a, _) = registry
@@ -232,7 +228,6 @@ async fn aliases_point_at_versions_and_latest_can_roll_back() {
     assert!(matches!(err, RegistryError::NotFound(_)), "{err:?}");
 }
 
-#[tokio::test]
 async fn deploy_refuses_invalid_names_env_and_limits() {
     let (_dir, registry, wasm) = setup().await;
     let mut cases = vec![deploy("Hello", &wasm), deploy("hello", "not-a-digest")];
@@ -259,7 +254,6 @@ async fn deploy_refuses_invalid_names_env_and_limits() {
     assert!(matches!(err, RegistryError::NotFound(_)), "{err:?}");
 }
 
-#[tokio::test]
 async fn function_version_json_has_the_api_field_names() {
     let (_dir, registry, wasm) = setup().await;
     common::push_model(&registry, "acme", "resnet", b"v1").await;
@@ -296,3 +290,13 @@ async fn function_version_json_has_the_api_field_names() {
     );
     assert_eq!(json["limits"]["memory_mb"], 128);
 }
+
+on_both_backends!(
+    deploy_resolves_a_bare_model_name_to_its_newest_version,
+    deploy_is_content_addressed,
+    deploy_moves_latest_even_to_an_existing_version,
+    resolve_function_by_version_and_by_latest,
+    aliases_point_at_versions_and_latest_can_roll_back,
+    deploy_refuses_invalid_names_env_and_limits,
+    function_version_json_has_the_api_field_names,
+);

@@ -1,5 +1,6 @@
 //! Tenant isolation: another tenant's names answer NotFound.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
@@ -54,7 +55,6 @@ fn assert_not_found<T: std::fmt::Debug>(result: Result<T, RegistryError>) {
     }
 }
 
-#[tokio::test]
 async fn tenant_b_cannot_resolve_or_list_tenant_a_functions() {
     let w = world().await;
     let r = &w.registry;
@@ -71,7 +71,6 @@ async fn tenant_b_cannot_resolve_or_list_tenant_a_functions() {
     assert!(r.list_functions("b").await.unwrap().is_empty());
 }
 
-#[tokio::test]
 async fn tenant_b_cannot_resolve_list_or_bind_tenant_a_models() {
     let w = world().await;
     let r = &w.registry;
@@ -86,7 +85,6 @@ async fn tenant_b_cannot_resolve_list_or_bind_tenant_a_models() {
     );
 }
 
-#[tokio::test]
 async fn tenant_b_cannot_probe_or_use_tenant_a_blobs() {
     let w = world().await;
     let r = &w.registry;
@@ -103,6 +101,7 @@ async fn tenant_b_cannot_probe_or_use_tenant_a_blobs() {
             NewModelVersion {
                 name: "stolen".into(),
                 sha256: w.model_sha.clone(),
+                uri: None,
                 engine: "onnxruntime".into(),
                 target: "cpu".into(),
             },
@@ -111,7 +110,6 @@ async fn tenant_b_cannot_probe_or_use_tenant_a_blobs() {
     );
 }
 
-#[tokio::test]
 async fn tenant_b_cannot_list_or_revoke_tenant_a_keys() {
     let w = world().await;
     let r = &w.registry;
@@ -120,3 +118,10 @@ async fn tenant_b_cannot_list_or_revoke_tenant_a_keys() {
     assert_not_found(r.revoke_key("b", &info.key_id).await);
     assert_eq!(r.authenticate(&key).await.unwrap().tenant, "a");
 }
+
+on_both_backends!(
+    tenant_b_cannot_resolve_or_list_tenant_a_functions,
+    tenant_b_cannot_resolve_list_or_bind_tenant_a_models,
+    tenant_b_cannot_probe_or_use_tenant_a_blobs,
+    tenant_b_cannot_list_or_revoke_tenant_a_keys,
+);

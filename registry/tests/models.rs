@@ -1,5 +1,6 @@
 //! Model versions.
 
+#[macro_use]
 mod common;
 
 use nimbus_registry::{NewModelVersion, RegistryError};
@@ -8,12 +9,12 @@ fn new_model(name: &str, sha256: &str, engine: &str, target: &str) -> NewModelVe
     NewModelVersion {
         name: name.to_string(),
         sha256: sha256.to_string(),
+        uri: None,
         engine: engine.to_string(),
         target: target.to_string(),
     }
 }
 
-#[tokio::test]
 async fn model_version_is_the_first_12_characters_of_the_sha256() {
     let (_dir, registry) = common::open().await;
     registry.create_tenant("acme").await.unwrap();
@@ -32,7 +33,6 @@ async fn model_version_is_the_first_12_characters_of_the_sha256() {
     );
 }
 
-#[tokio::test]
 async fn pushing_the_same_model_again_returns_the_existing_version() {
     let (_dir, registry) = common::open().await;
     registry.create_tenant("acme").await.unwrap();
@@ -53,7 +53,6 @@ async fn pushing_the_same_model_again_returns_the_existing_version() {
     );
 }
 
-#[tokio::test]
 async fn same_bytes_with_another_engine_or_target_conflict() {
     let (_dir, registry) = common::open().await;
     registry.create_tenant("acme").await.unwrap();
@@ -82,7 +81,6 @@ async fn same_bytes_with_another_engine_or_target_conflict() {
         .unwrap();
 }
 
-#[tokio::test]
 async fn model_push_needs_a_blob_of_the_tenant() {
     let (_dir, registry) = common::open().await;
     registry.create_tenant("acme").await.unwrap();
@@ -97,7 +95,6 @@ async fn model_push_needs_a_blob_of_the_tenant() {
     }
 }
 
-#[tokio::test]
 async fn model_push_refuses_bad_names_engines_and_targets() {
     let (_dir, registry) = common::open().await;
     registry.create_tenant("acme").await.unwrap();
@@ -119,7 +116,6 @@ async fn model_push_refuses_bad_names_engines_and_targets() {
     }
 }
 
-#[tokio::test]
 async fn models_are_listed_newest_first_and_resolved_by_name_or_version() {
     let (_dir, registry) = common::open().await;
     registry.create_tenant("acme").await.unwrap();
@@ -156,7 +152,6 @@ async fn models_are_listed_newest_first_and_resolved_by_name_or_version() {
     assert!(matches!(err, RegistryError::BadRequest(_)), "{err:?}");
 }
 
-#[tokio::test]
 async fn model_version_json_has_the_api_field_names() {
     let (_dir, registry) = common::open().await;
     registry.create_tenant("acme").await.unwrap();
@@ -180,3 +175,13 @@ async fn model_version_json_has_the_api_field_names() {
         serde_json::from_str(r#"{"name": "m", "sha256": "x", "engine": "openvino"}"#).unwrap();
     assert_eq!(parsed.target, "cpu");
 }
+
+on_both_backends!(
+    model_version_is_the_first_12_characters_of_the_sha256,
+    pushing_the_same_model_again_returns_the_existing_version,
+    same_bytes_with_another_engine_or_target_conflict,
+    model_push_needs_a_blob_of_the_tenant,
+    model_push_refuses_bad_names_engines_and_targets,
+    models_are_listed_newest_first_and_resolved_by_name_or_version,
+    model_version_json_has_the_api_field_names,
+);

@@ -4,7 +4,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use nimbus_registry::Registry;
+use nimbus_registry::{Registry, RegistryOptions};
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -37,7 +37,7 @@ async fn reopening_keeps_the_pepper_and_applies_each_migration_once() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2, 3]);
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -57,4 +57,50 @@ async fn a_database_from_a_newer_build_is_refused() {
     drop(conn);
     let err = Registry::open(dir.path()).await.unwrap_err();
     assert!(format!("{err:#}").contains("999"), "{err:#}");
+}
+
+#[tokio::test]
+async fn a_configured_key_pepper_replaces_the_pepper_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RegistryOptions {
+        key_pepper: Some("ab".repeat(32)),
+        ..RegistryOptions::new(dir.path())
+    };
+    let registry = Registry::open_options(options.clone()).await.unwrap();
+    let key = registry.bootstrap(None).await.unwrap().unwrap();
+    registry.authenticate(&key).await.unwrap();
+    drop(registry);
+    assert!(!dir.path().join("pepper").exists());
+    // Opened again with the same pepper, the key still verifies.
+    let registry = Registry::open_options(options).await.unwrap();
+    registry.authenticate(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_key_pepper_other_than_the_databases_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = RegistryOptions {
+        key_pepper: Some("ab".repeat(32)),
+        ..RegistryOptions::new(dir.path())
+    };
+    drop(Registry::open_options(first.clone()).await.unwrap());
+    assert!(!dir.path().join("pepper").exists());
+    Registry::open_options(first).await.unwrap();
+
+    let other = RegistryOptions {
+        key_pepper: Some("cd".repeat(32)),
+        ..RegistryOptions::new(dir.path())
+    };
+    let err = Registry::open_options(other).await.unwrap_err();
+    assert!(format!("{err:#}").contains("pepper"), "{err:#}");
+    // Without a configured pepper the node would make its own file: refused as well.
+    let err = Registry::open(dir.path()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("pepper"), "{err:#}");
+
+    let malformed = RegistryOptions {
+        key_pepper: Some("xyz".to_string()),
+        ..RegistryOptions::new(dir.path())
+    };
+    let err = Registry::open_options(malformed).await.unwrap_err();
+    assert!(format!("{err:#}").contains("64 hex"), "{err:#}");
 }

@@ -1,5 +1,6 @@
-//! The control plane under `/v1` (docs/api.md): blobs, models and functions of the caller's tenant.
-//! Each handler authenticates, checks the scope, calls the registry and answers JSON.
+//! The control plane under `/v1` (docs/api.md): blobs, models and functions of the caller's tenant
+//! (tenants and keys are in `tenants`). The front has already checked the key (`Auth::identify`);
+//! each handler checks the scope it needs, calls the registry and answers JSON.
 
 use std::collections::BTreeMap;
 
@@ -10,9 +11,9 @@ use nimbus_registry::{Limits, NewFunctionVersion, NewModelVersion, Scope};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth;
 use crate::errors::{ApiError, Body, json};
 use crate::server::AppState;
+use crate::{auth, tenants, versions};
 
 /// Largest JSON request body on the control plane.
 const MAX_JSON_BYTES: usize = 1 << 20;
@@ -35,14 +36,27 @@ pub async fn handle(
         (&Method::POST, ["functions"]) => create_function(state, req).await,
         (&Method::GET, ["functions"]) => list_functions(state, req).await,
         (&Method::GET, ["functions", name, "versions"]) => function_versions(state, req, name).await,
-        (_, ["whoami" | "blobs" | "models" | "functions", ..]) => Err(ApiError::method_not_allowed(
+        (&Method::DELETE, ["functions", name, "versions", version]) => {
+            versions::delete_version(state, req, name, version).await
+        }
+        (&Method::GET, ["functions", name, "aliases"]) => versions::list_aliases(state, req, name).await,
+        (&Method::PUT, ["functions", name, "aliases", alias]) => {
+            versions::set_alias(state, req, name, alias).await
+        }
+        (&Method::POST, ["functions", name, "rollback"]) => versions::rollback(state, req, name).await,
+        (&Method::POST, ["tenants"]) => tenants::create_tenant(state, req).await,
+        (&Method::GET, ["tenants"]) => tenants::list_tenants(state, req).await,
+        (&Method::POST, ["keys"]) => tenants::create_key(state, req).await,
+        (&Method::GET, ["keys"]) => tenants::list_keys(state, req).await,
+        (&Method::DELETE, ["keys", id]) => tenants::revoke_key(state, req, id).await,
+        (_, ["whoami" | "blobs" | "models" | "functions" | "tenants" | "keys", ..]) => Err(ApiError::method_not_allowed(
             format!("{method} is not allowed on /v1/{path}"),
         )),
         _ => Err(ApiError::not_found(format!("no such endpoint: /v1/{path}"))),
     }
 }
 
-async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, ApiError> {
+pub(crate) async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, ApiError> {
     let bytes = Limited::new(req.into_body(), MAX_JSON_BYTES)
         .collect()
         .await
@@ -52,14 +66,14 @@ async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Resu
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-fn ok(status: StatusCode, value: impl serde::Serialize) -> Result<Response<Body>, ApiError> {
+pub(crate) fn ok(status: StatusCode, value: impl serde::Serialize) -> Result<Response<Body>, ApiError> {
     let value = serde_json::to_value(value)
         .map_err(|e| ApiError::internal(format!("encoding the answer: {e}")))?;
     Ok(json(status, &value))
 }
 
-async fn whoami(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let principal = auth::require(&state.registry, req.headers(), Scope::Invoke).await?;
+async fn whoami(_state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let principal = auth::caller(&req)?;
     ok(
         StatusCode::OK,
         json!({"tenant": principal.tenant, "key_id": principal.key_id, "scopes": principal.scopes}),
@@ -67,7 +81,7 @@ async fn whoami(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
 }
 
 async fn upload_blob(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let principal = auth::require(&state.registry, req.headers(), Scope::Deploy).await?;
+    let principal = auth::require(&req, Scope::Deploy)?;
     let expected = match req.headers().get("x-nimbus-sha256") {
         Some(v) => Some(
             v.to_str()
@@ -111,7 +125,7 @@ async fn blob_exists(
     req: Request<Incoming>,
     sha: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let principal = auth::require(&state.registry, req.headers(), Scope::Deploy).await?;
+    let principal = auth::require(&req, Scope::Deploy)?;
     match state.registry.tenant_has_blob(&principal.tenant, sha).await? {
         Some(size) => Ok(Response::builder()
             .status(StatusCode::OK)
@@ -127,6 +141,9 @@ async fn blob_exists(
 struct CreateModel {
     name: String,
     sha256: String,
+    /// `s3://bucket/key` of an object put there with any S3 tool, instead of an uploaded blob.
+    #[serde(default)]
+    uri: Option<String>,
     engine: String,
     #[serde(default = "default_target")]
     target: String,
@@ -137,7 +154,7 @@ fn default_target() -> String {
 }
 
 async fn create_model(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let principal = auth::require(&state.registry, req.headers(), Scope::Deploy).await?;
+    let principal = auth::require(&req, Scope::Deploy)?;
     let body: CreateModel = read_json(req).await?;
     if body.engine.parse::<nimbus_engines::EngineKind>().is_err() {
         return Err(ApiError::bad_request(format!(
@@ -158,6 +175,7 @@ async fn create_model(state: &AppState, req: Request<Incoming>) -> Result<Respon
             NewModelVersion {
                 name: body.name,
                 sha256: body.sha256,
+                uri: body.uri,
                 engine: body.engine,
                 target: body.target,
             },
@@ -167,7 +185,7 @@ async fn create_model(state: &AppState, req: Request<Incoming>) -> Result<Respon
 }
 
 async fn list_models(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let principal = auth::require(&state.registry, req.headers(), Scope::Invoke).await?;
+    let principal = auth::caller(&req)?;
     let models = state.registry.list_models(&principal.tenant).await?;
     ok(StatusCode::OK, json!({ "models": models }))
 }
@@ -177,7 +195,7 @@ async fn model_versions(
     req: Request<Incoming>,
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let principal = auth::require(&state.registry, req.headers(), Scope::Invoke).await?;
+    let principal = auth::caller(&req)?;
     let versions = state.registry.model_versions(&principal.tenant, name).await?;
     ok(StatusCode::OK, json!({ "name": name, "versions": versions }))
 }
@@ -201,7 +219,7 @@ async fn create_function(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let principal = auth::require(&state.registry, req.headers(), Scope::Deploy).await?;
+    let principal = auth::require(&req, Scope::Deploy)?;
     let body: CreateFunction = read_json(req).await?;
     if state
         .registry
@@ -217,6 +235,11 @@ async fn create_function(
     // Compile before recording, so a broken component is refused at deploy and never becomes a
     // version, and the first request finds it warm.
     if let Err(error) = state.sandbox.function(&body.wasm_sha256).await {
+        if let Some(crate::artifacts::ArtifactError::Unavailable(reason)) = error.downcast_ref() {
+            return Err(ApiError::unavailable(format!(
+                "the function's wasm cannot be fetched: {reason}"
+            )));
+        }
         return Err(ApiError::bad_request(format!(
             "the function's wasm cannot run here: {error:#}"
         )));
@@ -242,7 +265,7 @@ async fn list_functions(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let principal = auth::require(&state.registry, req.headers(), Scope::Invoke).await?;
+    let principal = auth::caller(&req)?;
     let functions = state.registry.list_functions(&principal.tenant).await?;
     ok(StatusCode::OK, json!({ "functions": functions }))
 }
@@ -252,7 +275,7 @@ async fn function_versions(
     req: Request<Incoming>,
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let principal = auth::require(&state.registry, req.headers(), Scope::Invoke).await?;
+    let principal = auth::caller(&req)?;
     let versions = state
         .registry
         .function_versions(&principal.tenant, name)

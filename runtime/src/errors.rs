@@ -67,6 +67,9 @@ impl ApiError {
     pub fn timeout(message: impl Into<String>) -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message)
     }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
@@ -112,6 +115,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             RegistryError::BadRequest(_) => ApiError::bad_request(message),
             RegistryError::TooLarge(_) => ApiError::too_large(message),
+            RegistryError::Unavailable(_) => ApiError::unavailable(message),
             RegistryError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "registry failure");
                 ApiError::internal(format!("registry failure: {e:#}"))

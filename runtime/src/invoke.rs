@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use nimbus_registry::{RegistryError, Scope};
@@ -17,9 +17,11 @@ use nimbus_wasi_nn::WasiNnCtx;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
+use crate::admission::Rejected;
 use crate::auth;
 use crate::errors::{ApiError, Body};
-use crate::models::BoundModels;
+use crate::artifacts::ArtifactError;
+use crate::models::{BoundModels, UnavailableModel};
 use crate::sandbox::{InstanceLimits, PreparedStore};
 use crate::server::AppState;
 
@@ -38,7 +40,8 @@ pub async fn handle(
         Some((name, selector)) => (name, Some(selector)),
         None => (function, None),
     };
-    let principal = auth::principal(&state.registry, req.headers()).await?;
+    // The front checked the key (if any) and charged it; see `Auth::identify`.
+    let principal = auth::optional_caller(&req);
     let not_found = || ApiError::not_found(format!("function `{function}` not found in tenant `{tenant}`"));
     let missing_key = || ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`");
     let version = match state.registry.resolve_function(tenant, name, selector).await {
@@ -48,7 +51,11 @@ pub async fn handle(
         Err(RegistryError::NotFound(_)) => return Err(not_found()),
         Err(error) => return Err(error.into()),
     };
-    if !version.public {
+    if version.public {
+        if principal.is_none() {
+            state.auth.charge_public(tenant)?;
+        }
+    } else {
         let principal = principal.as_ref().ok_or_else(missing_key)?;
         if principal.tenant != tenant {
             // Another tenant's private function looks exactly like a missing one.
@@ -77,14 +84,37 @@ pub async fn handle(
             version.limits.timeout_ms.unwrap_or(state.config.default_timeout_ms),
         ),
     };
+    let concurrency = version
+        .limits
+        .concurrency
+        .unwrap_or(state.config.default_concurrency);
+    let gate = format!("{tenant}/{name}@{}", version.version);
+    let slot = state
+        .admission
+        .admit(
+            &gate,
+            concurrency,
+            state.config.max_queued_per_function,
+            limits.timeout,
+        )
+        .await
+        .map_err(|r| rejected(function, r))?;
     let pre = state.sandbox.function(&version.wasm_sha256).await.map_err(|e| {
-        ApiError::internal(format!("function `{function}` could not be loaded: {e:#}"))
+        let message = format!("function `{function}` could not be loaded: {e:#}");
+        match e.downcast_ref::<ArtifactError>() {
+            Some(ArtifactError::Unavailable(_)) => ApiError::unavailable(message),
+            _ => ApiError::internal(message),
+        }
     })?;
 
     let guest_request = guest_request(req, rest, max_body)?;
+    // A bound model whose file cannot be fetched makes the answer a 503 naming it, whatever the
+    // guest answers (it only sees a wasi-nn error): see docs/api.md, Invoke.
+    let unavailable = UnavailableModel::default();
     let provider = BoundModels {
         cache: state.models.clone(),
         bindings: Arc::new(version.models.clone()),
+        unavailable: unavailable.clone(),
     };
     let nn = WasiNnCtx::new(Arc::new(provider), state.nn_limits);
     let PreparedStore { mut store, stderr } = state.sandbox.store(nn, &version.env, &limits);
@@ -103,6 +133,9 @@ pub async fn handle(
     let metrics = state.metrics.clone();
     let timeout = limits.timeout;
     let task = tokio::spawn(async move {
+        // The slot and the in-flight count last as long as the guest runs, which may be past the
+        // moment its response head was handed over.
+        let _slot = slot;
         let _in_flight = metrics.instance_started();
         let run = async {
             let proxy = pre.instantiate_async(&mut store).await?;
@@ -119,48 +152,110 @@ pub async fn handle(
         }
     });
 
-    match receiver.await {
-        Ok(Ok(response)) => {
-            Ok(response.map(|body| body.map_err(anyhow::Error::from).boxed_unsync()))
+    let failed = |failure: GuestFailure| -> ApiError {
+        match failure {
+            GuestFailure::Timeout => ApiError::timeout(format!(
+                "function `{function}` ran past its time limit of {} ms",
+                timeout.as_millis()
+            )),
+            GuestFailure::Trap(error) => {
+                tracing::info!(function, error = format!("{error:#}"), "guest trapped");
+                let message = if is_memory_limit(&error) {
+                    format!(
+                        "function `{function}` went past its memory limit of {} MiB",
+                        limits.memory_bytes >> 20
+                    )
+                } else {
+                    format!("function `{function}` trapped: {}", trap_message(&error))
+                };
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "guest_error", message)
+                    .with("guest_stderr", tail(&stderr.contents()))
+            }
         }
-        Ok(Err(code)) => Err(ApiError::new(
-            http::StatusCode::INTERNAL_SERVER_ERROR,
-            "guest_error",
-            format!("function `{function}` answered with an error: {code:?}"),
-        )),
+    };
+
+    let answered = receiver.await;
+    if let Some(message) = unavailable.take() {
+        task.abort();
+        return Err(ApiError::unavailable(message));
+    }
+    let response = match answered {
+        Ok(Ok(response)) => response,
+        Ok(Err(code)) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "guest_error",
+                format!("function `{function}` answered with an error: {code:?}"),
+            ));
+        }
         // The guest ended without setting a response: find out why from the task.
         Err(_) => {
-            let failure = match task.await {
-                Ok(Ok(())) => {
-                    return Err(ApiError::new(
-                        http::StatusCode::INTERNAL_SERVER_ERROR,
-                        "guest_error",
-                        format!("function `{function}` returned without sending a response"),
-                    )
-                    .with("guest_stderr", tail(&stderr.contents())));
-                }
-                Ok(Err(failure)) => failure,
-                Err(join) => {
-                    return Err(ApiError::internal(format!("the invocation task failed: {join}")));
-                }
-            };
-            Err(match failure {
-                GuestFailure::Timeout => ApiError::timeout(format!(
-                    "function `{function}` ran past its time limit of {} ms",
-                    timeout.as_millis()
-                )),
-                GuestFailure::Trap(error) => {
-                    tracing::info!(function, error = format!("{error:#}"), "guest trapped");
-                    ApiError::new(
-                        http::StatusCode::INTERNAL_SERVER_ERROR,
-                        "guest_error",
-                        format!("function `{function}` trapped: {}", trap_message(&error)),
-                    )
-                    .with("guest_stderr", tail(&stderr.contents()))
-                }
-            })
+            return Err(match task.await {
+                Ok(Ok(())) => ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "guest_error",
+                    format!("function `{function}` returned without sending a response"),
+                )
+                .with("guest_stderr", tail(&stderr.contents())),
+                Ok(Err(failure)) => failed(failure),
+                Err(join) => ApiError::internal(format!("the invocation task failed: {join}")),
+            });
         }
+    };
+
+    // The body is gathered before anything is sent, so that a guest that traps, runs out of time
+    // or writes too much half-way through still gets a clean error answer instead of a cut-off
+    // body. Responses are bounded by --max-response-bytes.
+    let (parts, body) = response.into_parts();
+    let max_response = state.config.max_response_bytes;
+    match http_body_util::Limited::new(body, max_response).collect().await {
+        Ok(collected) => Ok(Response::from_parts(
+            parts,
+            crate::errors::full(collected.to_bytes()),
+        )),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            task.abort();
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "response_too_large",
+                format!(
+                    "function `{function}` answered more than {max_response} bytes \
+                     (--max-response-bytes)"
+                ),
+            ))
+        }
+        Err(error) => Err(match task.await {
+            Ok(Err(failure)) => failed(failure),
+            _ => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "guest_error",
+                format!("function `{function}` failed while writing its response: {error}"),
+            ),
+        }),
     }
+}
+
+/// The 429 for a request the function's admission gate turned away.
+fn rejected(function: &str, rejected: Rejected) -> ApiError {
+    let message = match rejected {
+        Rejected::QueueFull { concurrency, queue } => format!(
+            "function `{function}` is at its concurrency limit ({concurrency} running, \
+             {queue} queued); retry later"
+        ),
+        Rejected::WaitedTooLong { waited } => format!(
+            "function `{function}` had no free slot within {} ms; retry later",
+            waited.as_millis()
+        ),
+    };
+    let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message);
+    error.retry_after = Some(1);
+    error
+}
+
+fn is_memory_limit(error: &wasmtime::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.to_string().contains("forcing trap when growing memory"))
 }
 
 enum GuestFailure {

@@ -1,14 +1,21 @@
 //! nimbusd: starts the Nimbus server on its configuration (embedded defaults when none).
 
+mod admission;
 mod api;
+mod artifact_metrics;
+mod artifacts;
 mod auth;
 mod config;
+mod disk_cache;
 mod errors;
 mod invoke;
 mod metrics;
 mod models;
+mod ratelimit;
 mod sandbox;
 mod server;
+mod tenants;
+mod versions;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::Arc;
@@ -16,10 +23,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use nimbus_engines::{Engines, EnginesConfig};
-use nimbus_registry::Registry;
+use nimbus_registry::{BlobStore, Registry, RegistryOptions};
 use nimbus_wasi_nn::NnLimits;
 use tracing_subscriber::EnvFilter;
 
+use crate::artifacts::Artifacts;
 use crate::config::{Config, DEFAULT_COMPILED_FUNCTIONS};
 use crate::metrics::Metrics;
 use crate::models::ModelCache;
@@ -49,9 +57,25 @@ fn main() -> anyhow::Result<()> {
 async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
-    let registry = Registry::open(&config.data_dir)
-        .await
-        .context("opening the registry")?;
+    let blobs = match config.storage.s3()? {
+        Some(s3) => Some(BlobStore::open_s3(s3).await?),
+        None => None,
+    };
+    let registry = Registry::open_options(RegistryOptions {
+        blobs,
+        database_url: config.database_url.clone(),
+        key_pepper: config.key_pepper.clone(),
+        blob_gc_grace: std::time::Duration::from_secs(config.blob_gc_grace_s),
+        ..RegistryOptions::new(&config.data_dir)
+    })
+    .await
+    .context("opening the registry")?;
+    let store = registry.blobs().describe();
+    match registry.blobs().ping().await {
+        Ok(()) => tracing::info!(blobs = %store, "blob store ready"),
+        // Not fatal: cached artifacts still serve, and /readyz answers 503 naming the problem.
+        Err(error) => tracing::error!(blobs = %store, "the blob store is not usable: {error}"),
+    }
     if let Some(key) = registry
         .bootstrap(config.admin_key.as_deref())
         .await
@@ -80,16 +104,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let metrics = Arc::new(Metrics::default());
+    let artifacts = Artifacts::open(
+        registry.blobs().clone(),
+        &config.data_dir.join("cache"),
+        config.storage.disk_cache_mb,
+        metrics.clone(),
+    )
+    .await
+    .context("opening the artifact cache")?;
     let sandbox = Sandbox::new(
         config.max_instances,
         DEFAULT_COMPILED_FUNCTIONS,
         &config.data_dir,
-        registry.blobs().clone(),
+        artifacts.clone(),
         metrics.clone(),
     )?;
     let models = Arc::new(ModelCache::new(
         Arc::new(engines),
-        registry.blobs().clone(),
+        artifacts,
         config.model_cache_mb,
         config.sessions_per_model,
         metrics.clone(),
@@ -106,13 +138,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     println!("nimbusd listening on http://{address}");
     std::io::stdout().flush()?;
 
+    let auth = auth::Auth::new(registry.clone(), &config, metrics.clone());
     let state = Arc::new(AppState {
+        auth,
         config,
         registry,
         sandbox,
         models,
         metrics,
         nn_limits,
+        admission: Default::default(),
     });
     server::serve(state, listener, shutdown_signal()).await
 }

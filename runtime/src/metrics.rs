@@ -9,10 +9,34 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Upper bounds (seconds) of the invocation latency histogram's buckets.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A Prometheus histogram: a count per bucket, the sum and the count.
+#[derive(Default, Clone)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&le| seconds <= le) {
+            self.buckets[i] += 1;
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
 /// The node's metrics.
 #[derive(Default)]
 pub struct Metrics {
     invocations: Mutex<BTreeMap<(String, String, u16), u64>>,
+    latencies: Mutex<BTreeMap<(String, String), Histogram>>,
     model_loads: Mutex<BTreeMap<String, (u64, f64)>>,
     functions_compiled: AtomicU64,
     functions_loaded_from_disk: AtomicU64,
@@ -21,6 +45,8 @@ pub struct Metrics {
     instances_started: AtomicU64,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     rate_limited: Mutex<BTreeMap<&'static str, u64>>,
+    /// Artifact downloads and the disk cache.
+    pub artifacts: crate::artifact_metrics::ArtifactMetrics,
 }
 
 /// Decrements the in-flight gauge when dropped.
@@ -33,10 +59,16 @@ impl Drop for InFlight<'_> {
 }
 
 impl Metrics {
-    /// Counts one finished invocation.
-    pub fn record_invocation(&self, tenant: &str, function: &str, status: u16) {
+    /// Counts one finished invocation and how long it took.
+    pub fn record_invocation(&self, tenant: &str, function: &str, status: u16, took: Duration) {
         let mut map = self.invocations.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry((tenant.to_owned(), function.to_owned(), status)).or_default() += 1;
+        drop(map);
+        let mut latencies = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        latencies
+            .entry((tenant.to_owned(), function.to_owned()))
+            .or_default()
+            .observe(took.as_secs_f64());
     }
 
     /// Counts one engine load of a model (a model cache miss that loaded).
@@ -94,6 +126,27 @@ impl Metrics {
                 escape(function)
             );
         }
+        out.push_str("# HELP nimbus_invocation_duration_seconds Time from request to answer of invocations.\n");
+        out.push_str("# TYPE nimbus_invocation_duration_seconds histogram\n");
+        let latencies = self.latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for ((tenant, function), histogram) in &latencies {
+            let labels = format!("tenant=\"{}\",function=\"{}\"", escape(tenant), escape(function));
+            let mut cumulative = 0;
+            for (le, n) in LATENCY_BUCKETS.iter().zip(histogram.buckets) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "nimbus_invocation_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "nimbus_invocation_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                histogram.count
+            );
+            let _ = writeln!(out, "nimbus_invocation_duration_seconds_sum{{{labels}}} {}", histogram.sum);
+            let _ = writeln!(out, "nimbus_invocation_duration_seconds_count{{{labels}}} {}", histogram.count);
+        }
         out.push_str("# HELP nimbus_model_loads_total Models loaded into an engine on this node.\n");
         out.push_str("# TYPE nimbus_model_loads_total counter\n");
         let loads = self.model_loads.lock().unwrap_or_else(|e| e.into_inner());
@@ -148,8 +201,38 @@ impl Metrics {
         for (limit, n) in self.rate_limited.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "nimbus_rate_limited_total{{limit=\"{limit}\"}} {n}");
         }
+        out.push_str(&self.artifacts.render());
         out
     }
+}
+
+/// The admission gates' queue depth, running instances and their high-water mark.
+pub fn render_admission(stats: &[crate::admission::GateStats]) -> String {
+    let mut out = String::new();
+    for (name, help, kind) in [
+        ("nimbus_queue_depth", "Requests waiting for a slot of a function version.", "gauge"),
+        ("nimbus_function_in_flight", "Instances of a function version running now.", "gauge"),
+        ("nimbus_function_in_flight_max", "Most instances of a function version that ran at once.", "gauge"),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for gate in stats {
+            let (tenant, rest) = gate.key.split_once('/').unwrap_or(("", &gate.key));
+            let (function, version) = rest.split_once('@').unwrap_or((rest, ""));
+            let value = match name {
+                "nimbus_queue_depth" => gate.waiting,
+                "nimbus_function_in_flight" => gate.running,
+                _ => gate.peak,
+            };
+            let _ = writeln!(
+                out,
+                "{name}{{tenant=\"{}\",function=\"{}\",version=\"{}\"}} {value}",
+                escape(tenant),
+                escape(function),
+                escape(version)
+            );
+        }
+    }
+    out
 }
 
 fn escape(label: &str) -> String {

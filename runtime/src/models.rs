@@ -1,16 +1,19 @@
-//! Loaded models on this node: one engine load per model however many requests arrive at once,
-//! kept in a moka cache weighted by model size, and the wasi-nn `GraphProvider` that lets a function
-//! see only the models its manifest binds.
+//! Loaded models on this node: one artifact fetch and one engine load per model however many
+//! requests arrive at once, kept in a moka cache weighted by model size (least recently used goes
+//! first), and the wasi-nn `GraphProvider` that lets a function see only the models its manifest
+//! binds. A bound model whose file cannot be fetched is recorded in [`UnavailableModel`], so that
+//! the invocation answers 503 naming it whatever the guest makes of the wasi-nn error.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nimbus_engines::{EngineKind, Engines, Model, Target};
-use nimbus_registry::{BlobStore, ModelBinding};
+use nimbus_registry::ModelBinding;
 use nimbus_wasi_nn::{BoxFuture, ErrorCode, GraphProvider, NnError};
 use sha2::{Digest, Sha256};
 
+use crate::artifacts::{ArtifactBytes, ArtifactError, Artifacts};
 use crate::metrics::Metrics;
 
 /// Identifies one loaded model: the same bytes on another engine or target is another load.
@@ -28,10 +31,28 @@ struct LoadedModel {
     file_bytes: usize,
 }
 
+/// Why a model could not be loaded.
+#[derive(Debug, Clone)]
+pub enum LoadError {
+    /// Its file could not be had (storage down, missing object, sha256 mismatch).
+    Artifact(ArtifactError),
+    /// The engine refused it, or it is not a model this node can run.
+    Engine(NnError),
+}
+
+impl From<LoadError> for NnError {
+    fn from(error: LoadError) -> NnError {
+        match error {
+            LoadError::Artifact(e) => NnError::new(ErrorCode::RuntimeError, e.to_string()),
+            LoadError::Engine(e) => e,
+        }
+    }
+}
+
 /// The node's loaded models.
 pub struct ModelCache {
     engines: Arc<Engines>,
-    blobs: BlobStore,
+    artifacts: Artifacts,
     loaded: moka::future::Cache<ModelKey, LoadedModel>,
     sessions: usize,
     metrics: Arc<Metrics>,
@@ -40,7 +61,7 @@ pub struct ModelCache {
 impl ModelCache {
     pub fn new(
         engines: Arc<Engines>,
-        blobs: BlobStore,
+        artifacts: Artifacts,
         capacity_mb: u64,
         sessions: usize,
         metrics: Arc<Metrics>,
@@ -51,10 +72,13 @@ impl ModelCache {
                 u32::try_from(loaded.file_bytes / 1024).unwrap_or(u32::MAX).max(1)
             })
             .max_capacity(capacity_mb.saturating_mul(1024))
+            // Plain LRU: a model loaded once is kept over an older one even while it is still
+            // "rare" (the default admission policy would reload it on every request).
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .build();
         ModelCache {
             engines,
-            blobs,
+            artifacts,
             loaded,
             sessions: sessions.max(1),
             metrics,
@@ -66,31 +90,30 @@ impl ModelCache {
         &self.engines
     }
 
-    /// A model stored in the blob store, loaded on first use.
-    pub async fn get(&self, binding: &ModelBinding) -> Result<Arc<dyn Model>, NnError> {
+    /// A model stored in the blob store (or at its registered URI), loaded on first use.
+    pub async fn get(&self, binding: &ModelBinding) -> Result<Arc<dyn Model>, LoadError> {
         let engine: EngineKind = binding.engine.parse().map_err(|_| {
-            NnError::new(
+            LoadError::Engine(NnError::new(
                 ErrorCode::RuntimeError,
                 format!("model {} has unknown engine {}", binding.model, binding.engine),
-            )
+            ))
         })?;
         let target: Target = binding.target.parse().map_err(|_| {
-            NnError::new(
+            LoadError::Engine(NnError::new(
                 ErrorCode::RuntimeError,
                 format!("model {} has unknown target {}", binding.model, binding.target),
-            )
+            ))
         })?;
         let key = ModelKey {
             sha256: binding.sha256.clone(),
             engine,
             target,
         };
-        let blobs = self.blobs.clone();
+        let artifacts = self.artifacts.clone();
+        let uri = binding.uri.clone();
         let name = format!("{}@{}", binding.model, binding.version);
         self.load(key, name, move |sha| async move {
-            blobs.read(&sha).await.map(|b| b.to_vec()).map_err(|e| {
-                NnError::new(ErrorCode::NotFound, format!("reading the model's file: {e}"))
-            })
+            artifacts.read(&sha, uri.as_deref()).await.map_err(LoadError::Artifact)
         })
         .await
     }
@@ -108,14 +131,22 @@ impl ModelCache {
             engine,
             target,
         };
-        self.load(key, format!("guest model {}", &sha256[..12]), move |_| async move { Ok(bytes) })
-            .await
+        let name = format!("guest model {}", &sha256[..12]);
+        self.load(key, name, move |_| async move {
+            Ok(ArtifactBytes {
+                bytes,
+                download: Duration::ZERO,
+                verify: Duration::ZERO,
+            })
+        })
+        .await
+        .map_err(NnError::from)
     }
 
-    async fn load<F, Fut>(&self, key: ModelKey, name: String, bytes: F) -> Result<Arc<dyn Model>, NnError>
+    async fn load<F, Fut>(&self, key: ModelKey, name: String, bytes: F) -> Result<Arc<dyn Model>, LoadError>
     where
         F: FnOnce(String) -> Fut,
-        Fut: Future<Output = Result<Vec<u8>, NnError>>,
+        Fut: Future<Output = Result<ArtifactBytes, LoadError>>,
     {
         let engines = self.engines.clone();
         let sessions = self.sessions;
@@ -123,27 +154,58 @@ impl ModelCache {
         let init_key = key.clone();
         self.loaded
             .try_get_with(key, async move {
-                let started = Instant::now();
-                let bytes = bytes(init_key.sha256.clone()).await?;
+                let artifact = bytes(init_key.sha256.clone()).await?;
+                let bytes = artifact.bytes;
                 let file_bytes = bytes.len();
                 let ModelKey { engine, target, .. } = init_key;
+                let started = Instant::now();
                 let model = tokio::task::spawn_blocking(move || {
                     engines.load_model(engine, &bytes, target, sessions)
                 })
                 .await
-                .map_err(|e| NnError::new(ErrorCode::RuntimeError, format!("model load failed: {e}")))?
+                .map_err(|e| {
+                    LoadError::Engine(NnError::new(
+                        ErrorCode::RuntimeError,
+                        format!("model load failed: {e}"),
+                    ))
+                })?
                 .map_err(|e| {
                     let e = NnError::from(e);
-                    NnError::new(e.code, format!("loading {name}: {}", e.message))
+                    LoadError::Engine(NnError::new(e.code, format!("loading {name}: {}", e.message)))
                 })?;
                 let took = started.elapsed();
                 metrics.record_model_load(&engine.to_string(), took);
-                tracing::info!(model = %name, %engine, ms = took.as_millis() as u64, "model loaded");
+                tracing::info!(
+                    model = %name,
+                    %engine,
+                    download_ms = artifact.download.as_millis() as u64,
+                    verify_ms = artifact.verify.as_millis() as u64,
+                    engine_ms = took.as_millis() as u64,
+                    "model loaded"
+                );
                 Ok(LoadedModel { model, file_bytes })
             })
             .await
             .map(|loaded| loaded.model)
-            .map_err(|e: Arc<NnError>| (*e).clone())
+            .map_err(|e: Arc<LoadError>| (*e).clone())
+    }
+}
+
+/// The first bound model of one invocation whose file could not be fetched, as the message of the
+/// 503 the invocation answers instead of whatever the guest answered. Shared between the
+/// [`BoundModels`] of an instance and the invocation that reads it.
+#[derive(Clone, Default)]
+pub struct UnavailableModel(Arc<Mutex<Option<String>>>);
+
+impl UnavailableModel {
+    fn record(&self, message: String) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(message);
+    }
+
+    /// What was recorded, if anything.
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -151,16 +213,29 @@ impl ModelCache {
 pub struct BoundModels {
     pub cache: Arc<ModelCache>,
     pub bindings: Arc<BTreeMap<String, ModelBinding>>,
+    pub unavailable: UnavailableModel,
 }
 
 impl GraphProvider for BoundModels {
     fn load_by_name(&self, name: &str) -> BoxFuture<Result<Arc<dyn Model>, NnError>> {
         let cache = self.cache.clone();
         let binding = self.bindings.get(name).cloned();
+        let unavailable = self.unavailable.clone();
         let name = name.to_owned();
         Box::pin(async move {
             match binding {
-                Some(binding) => cache.get(&binding).await,
+                Some(binding) => match cache.get(&binding).await {
+                    Ok(model) => Ok(model),
+                    Err(LoadError::Artifact(error)) => {
+                        let message = format!(
+                            "model {}@{} is unavailable: {error}",
+                            binding.model, binding.version
+                        );
+                        unavailable.record(message.clone());
+                        Err(NnError::new(ErrorCode::RuntimeError, message))
+                    }
+                    Err(LoadError::Engine(error)) => Err(error),
+                },
                 None => Err(NnError::new(
                     ErrorCode::NotFound,
                     format!("no model named `{name}` is bound to this function"),

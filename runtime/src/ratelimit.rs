@@ -159,7 +159,9 @@ impl Limited {
     /// `retry_after` in whole seconds, rounded up, at least 1 (the `Retry-After` header).
     pub fn retry_after_secs(&self) -> u64 {
         let nanos = self.retry_after.as_nanos();
-        u64::try_from(nanos.div_ceil(1_000_000_000)).unwrap_or(u64::MAX).max(1)
+        u64::try_from(nanos.div_ceil(1_000_000_000))
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 }
 
@@ -364,7 +366,10 @@ mod tests {
         let blocked = limits.auth_blocked(ip).expect("blocked after 3 failures");
         assert_eq!(blocked.limit, Limit::AuthFailures);
         assert!(blocked.retry_after > Duration::from_secs(19), "{blocked:?}");
-        assert!(blocked.retry_after <= Duration::from_secs(20), "{blocked:?}");
+        assert!(
+            blocked.retry_after <= Duration::from_secs(20),
+            "{blocked:?}"
+        );
         assert_eq!(blocked.retry_after_secs(), 20);
         assert_eq!(limits.auth_blocked(other), None);
     }

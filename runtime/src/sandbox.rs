@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nimbus_registry::BlobStore;
 use nimbus_wasi_nn::{WasiNnCtx, WasiNnCtxView, WasiNnView};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
@@ -22,6 +21,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use crate::artifacts::{ArtifactError, Artifacts};
 use crate::metrics::Metrics;
 
 /// How often the epoch advances; the granularity of time limits.
@@ -108,7 +108,7 @@ pub struct Sandbox {
     linker: Linker<GuestState>,
     compiled: moka::future::Cache<String, Arc<ProxyPre<GuestState>>>,
     code_dir: PathBuf,
-    blobs: BlobStore,
+    artifacts: Artifacts,
     metrics: Arc<Metrics>,
 }
 
@@ -118,7 +118,7 @@ impl Sandbox {
         max_instances: u32,
         compiled_capacity: u64,
         data_dir: &std::path::Path,
-        blobs: BlobStore,
+        artifacts: Artifacts,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Sandbox> {
         let mut pool = PoolingAllocationConfig::default();
@@ -168,19 +168,24 @@ impl Sandbox {
             linker,
             compiled: moka::future::Cache::new(compiled_capacity),
             code_dir,
-            blobs,
+            artifacts,
             metrics,
         })
     }
 
     /// The compiled function for a wasm digest: from memory, else from the on-disk code cache,
-    /// else compiled now. Concurrent first requests share one compilation.
+    /// else compiled now. Concurrent first requests share one compilation. When the wasm could
+    /// not be fetched, the error is an [`ArtifactError`] (`downcast_ref` tells storage that is
+    /// unavailable from anything else).
     pub async fn function(&self, wasm_sha256: &str) -> anyhow::Result<Arc<ProxyPre<GuestState>>> {
         let sha = wasm_sha256.to_owned();
         self.compiled
             .try_get_with(sha.clone(), self.load_function(sha))
             .await
-            .map_err(|e: Arc<anyhow::Error>| anyhow::anyhow!("{e:#}"))
+            .map_err(|e: Arc<anyhow::Error>| match e.downcast_ref::<ArtifactError>() {
+                Some(artifact) => anyhow::Error::new(artifact.clone()),
+                None => anyhow::anyhow!("{e:#}"),
+            })
     }
 
     async fn load_function(&self, sha: String) -> anyhow::Result<Arc<ProxyPre<GuestState>>> {
@@ -198,11 +203,8 @@ impl Sandbox {
             .await??;
             (component, false)
         } else {
-            let wasm = self
-                .blobs
-                .read(&sha)
-                .await
-                .with_context(|| format!("reading the function's wasm {sha}"))?;
+            // Boxed: keeps the (deeply nested) request future small.
+            let wasm = Box::pin(self.artifacts.read(&sha, None)).await?.bytes;
             let component =
                 tokio::task::spawn_blocking(move || Component::new(&engine, &wasm)).await??;
             let serialized = component.serialize()?;

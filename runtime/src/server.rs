@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+use crate::auth::{Auth, ClientIp};
 use crate::config::Config;
 use crate::errors::{ApiError, Body, json};
 use crate::metrics::Metrics;
@@ -34,6 +35,10 @@ pub struct AppState {
     pub models: Arc<ModelCache>,
     pub metrics: Arc<Metrics>,
     pub nn_limits: NnLimits,
+    /// Keys, their cache and the rate limits.
+    pub auth: Auth,
+    /// Per-function concurrency limits and queues.
+    pub admission: crate::admission::Admission,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and drains what is in flight.
@@ -46,7 +51,7 @@ pub async fn serve(
     let next_id = Arc::new(AtomicU64::new(0));
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -61,7 +66,8 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let next_id = next_id.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ClientIp(peer.ip()));
             let state = state.clone();
             let id = request_id(&req, &next_id);
             async move { Ok::<_, Infallible>(handle(state, req, id).await) }
@@ -110,8 +116,9 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, id: String) -> Res
     .await
 }
 
-async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(state: &Arc<AppState>, mut req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_owned();
+    let started = Instant::now();
     if let Some(rest) = path.strip_prefix("/fn/") {
         let mut parts = rest.splitn(3, '/');
         let tenant = parts.next().unwrap_or_default().to_owned();
@@ -120,16 +127,27 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
             return Err(ApiError::not_found("invoke a function at /fn/{tenant}/{function}[/path]"));
         }
         let rest = parts.next().map(|r| format!("/{r}")).unwrap_or_default();
-        let result = invoke::handle(state, req, &tenant, &function, &rest).await;
+        // The key is checked (and charged) before anything else, for public functions too.
+        let result = match state.auth.identify(&mut req).await {
+            Ok(()) => invoke::handle(state, req, &tenant, &function, &rest).await,
+            Err(error) => Err(error),
+        };
         let status = match &result {
             Ok(response) => response.status().as_u16(),
             Err(error) => error.status.as_u16(),
         };
-        let name = function.split('@').next().unwrap_or_default();
-        state.metrics.record_invocation(&tenant, name, status);
+        // Names that resolved to nothing are not counted: a caller could otherwise grow the
+        // metrics without bound by inventing names.
+        if !matches!(status, 401 | 404) {
+            let name = function.split('@').next().unwrap_or_default();
+            state
+                .metrics
+                .record_invocation(&tenant, name, status, started.elapsed());
+        }
         return result;
     }
     if let Some(rest) = path.strip_prefix("/v1/") {
+        state.auth.identify(&mut req).await?;
         return api::handle(state, req, rest).await;
     }
     match (req.method(), path.as_str()) {
@@ -137,7 +155,10 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
         (&Method::GET, "/readyz") => Ok(readyz(state).await),
         (&Method::GET, "/metrics") => Ok(Response::builder()
             .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-            .body(crate::errors::full(state.metrics.render()))
+            .body(crate::errors::full(
+                state.metrics.render()
+                    + &crate::metrics::render_admission(&state.admission.stats()),
+            ))
             .expect("valid response")),
         _ => Err(ApiError::not_found(format!("no such endpoint: {path}"))),
     }

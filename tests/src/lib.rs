@@ -9,6 +9,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+pub mod postgres;
+pub mod versions;
 use nimbus_client::{Client, Manifest};
 
 /// The repository root.
@@ -130,6 +133,7 @@ impl Nimbusd {
             .create(true)
             .append(true)
             .open(&log_path)?;
+        let options = postgres::with_database_from_env(options, data_dir.path())?;
         let mut command = Command::new(binary("nimbusd"));
         command
             .arg("--listen")
@@ -173,9 +177,14 @@ impl Nimbusd {
                 printed_key = Some(line.trim().to_owned());
             }
         }
-        let admin_key = match printed_key {
-            Some(key) => key,
-            None => std::fs::read_to_string(data_dir.path().join("admin.key"))
+        let configured_key = options
+            .env
+            .iter()
+            .find(|(k, _)| k == "NIMBUS_ADMIN_KEY")
+            .map(|(_, v)| v.clone());
+        let admin_key = match (printed_key, configured_key) {
+            (Some(key), _) | (None, Some(key)) => key,
+            (None, None) => std::fs::read_to_string(data_dir.path().join("admin.key"))
                 .context("reading admin.key")?
                 .trim()
                 .to_owned(),
@@ -214,6 +223,35 @@ impl Nimbusd {
                 let value = line.strip_prefix(sample)?;
                 value.starts_with(' ').then(|| value.trim().parse().ok())?
             })
+            .unwrap_or(0.0)
+    }
+
+    /// The process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit by itself, up to `limit`; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The value of the first sample in `/metrics` whose line starts with `prefix` (0 when
+    /// absent): for samples with more labels than the test cares about.
+    pub async fn metric_matching(&self, prefix: &str) -> f64 {
+        let (status, body) = self.anonymous().get("/metrics").await.expect("GET /metrics");
+        assert_eq!(status, 200);
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find(|line| line.starts_with(prefix))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
             .unwrap_or(0.0)
     }
 

@@ -1,197 +1,296 @@
-//! The metadata database: SQLite (WAL, busy timeout, foreign keys) opened as one writer
-//! connection and a few read-only ones, each behind a mutex and used from tokio's blocking pool.
-//! This module and its children are the only code that knows SQL or rusqlite; the rest of the
-//! crate talks to [`Sql`], whose methods are in `queries.rs`. A PostgreSQL backend replaces this
-//! module behind the same `Sql` methods.
+//! The metadata database behind one contract: the [`Queries`] trait, whose methods are every
+//! statement the registry runs, and [`Db`], which runs a closure over a [`Sql`] handle either on a
+//! read connection or inside one write transaction. Two backends implement it, each with all of
+//! its SQL in its own module: `sqlite` (embedded, the default: `<data_dir>/registry.db`) and
+//! `postgres` (`postgres://...`, for many nodes). The rest of the crate sees only `Sql` and
+//! never knows which backend it talks to.
+//!
+//! Both backends give the same guarantees: a write closure runs in one transaction that commits
+//! when it returns `Ok` and rolls back otherwise (also on a panic or a crash), and write
+//! transactions are serialized (SQLite: one writer; PostgreSQL: one advisory lock taken first
+//! in every write transaction, across all nodes), so check-then-insert logic in a write closure
+//! never races. Reads never wait for writes.
 
-mod queries;
-mod schema;
+mod postgres;
+mod sqlite;
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::Arc;
 
-use anyhow::Context;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use crate::{FunctionSummary, FunctionVersion, KeyInfo, ModelVersion, RegistryError, Scope, Tenant};
 
-use crate::RegistryError;
+type Result<T> = std::result::Result<T, RegistryError>;
 
-/// How long a statement waits for a lock held by another connection or process.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Read connections: reads (authentication on every request) never wait behind a write.
-const READERS: usize = 4;
+/// A database handle inside [`Db::read`] or [`Db::write`].
+pub(crate) type Sql<'a> = dyn Queries + 'a;
 
-/// A borrowed connection, inside a transaction when writing. All queries are its methods.
-pub(crate) struct Sql<'a>(&'a Connection);
+/// An API key row as stored: only the peppered hash of the secret.
+pub(crate) struct KeyRow {
+    pub id: String,
+    pub tenant: String,
+    pub secret_hash: Vec<u8>,
+    pub scopes: Vec<Scope>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
 
-/// The database: one writer and [`READERS`] readers.
-pub(crate) struct Db {
-    writer: Mutex<Connection>,
-    readers: Vec<Mutex<Connection>>,
-    next_reader: AtomicUsize,
+impl KeyRow {
+    pub(crate) fn info(&self) -> KeyInfo {
+        KeyInfo {
+            key_id: self.id.clone(),
+            tenant: self.tenant.clone(),
+            scopes: self.scopes.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+        }
+    }
+}
+
+/// One recorded move of an alias that a rollback may undo.
+pub(crate) struct AliasMove {
+    pub id: i64,
+    /// The version the alias pointed at before the move; `None` when the move created it.
+    pub previous: Option<String>,
+    /// The version the move pointed the alias at.
+    pub version: String,
+}
+
+/// Every statement of the registry. Each backend implements all of it; row ids are the
+/// backend's, meaningful only to the same backend.
+pub(crate) trait Queries {
+    /// A trivial query: the database answers.
+    fn ping(&self) -> Result<()>;
+
+    // ---- tenants ----
+
+    /// The row id of a tenant; `NotFound` when there is none of that name.
+    fn tenant_id(&self, name: &str) -> Result<i64>;
+    fn tenant_exists(&self, name: &str) -> Result<bool>;
+    /// Inserts a tenant; `Conflict` when the name is taken.
+    fn insert_tenant(&self, name: &str, now: i64) -> Result<Tenant>;
+    /// All tenants, by name.
+    fn list_tenants(&self) -> Result<Vec<Tenant>>;
+
+    // ---- API keys ----
+
+    /// Inserts a key; `false` (nothing written) when the id is already taken.
+    fn insert_key(
+        &self,
+        id: &str,
+        tenant_id: i64,
+        secret_hash: &[u8],
+        scopes: &[Scope],
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<bool>;
+    /// Makes an existing key an active, non-expiring key with this hash and these scopes.
+    fn reset_key(&self, id: &str, secret_hash: &[u8], scopes: &[Scope]) -> Result<()>;
+    fn key(&self, id: &str) -> Result<Option<KeyRow>>;
+    /// A tenant's keys, newest first.
+    fn list_keys(&self, tenant_id: i64) -> Result<Vec<KeyInfo>>;
+    /// Marks a key of the tenant revoked (keeping the first revocation time); `false` when the
+    /// tenant has no key with that id.
+    fn revoke_key(&self, tenant_id: i64, id: &str, now: i64) -> Result<bool>;
+
+    // ---- blobs ----
+
+    /// Records that a blob exists and that the tenant owns it (idempotent). `Conflict` when it
+    /// is recorded with another size, or while it is being garbage-collected.
+    fn record_blob(&self, tenant_id: i64, sha256: &str, size: u64, now: i64) -> Result<()>;
+    /// Records that a blob exists (idempotent) without giving it to any tenant: the digest of an
+    /// object registered by URI, which model versions refer to. `Conflict` as `record_blob`.
+    fn record_blob_digest(&self, sha256: &str, size: u64, now: i64) -> Result<()>;
+    /// The size of a blob the tenant owns; `None` when it owns no such blob.
+    fn tenant_blob_size(&self, tenant_id: i64, sha256: &str) -> Result<Option<u64>>;
+    /// Up to `limit` blobs that no function version and no model version of any tenant uses,
+    /// that no tenant recorded after `recorded_before`, and that are not already being deleted.
+    fn unused_blobs(&self, recorded_before: i64, limit: usize) -> Result<Vec<String>>;
+    /// Starts deleting a blob: marks it and forgets every tenant's ownership, so that nothing
+    /// can refer to it any more.
+    fn mark_blob_deleting(&self, sha256: &str, now: i64) -> Result<()>;
+    /// Blobs marked for deletion whose deletion has not been confirmed.
+    fn blobs_being_deleted(&self) -> Result<Vec<String>>;
+    /// Forgets a blob marked for deletion once its bytes are gone.
+    fn forget_blob(&self, sha256: &str) -> Result<()>;
+
+    // ---- models ----
+
+    fn model_version(&self, tenant_id: i64, name: &str, version: &str)
+    -> Result<Option<ModelVersion>>;
+    fn model_by_sha256(&self, tenant_id: i64, name: &str, sha256: &str)
+    -> Result<Option<ModelVersion>>;
+    fn newest_model_version(&self, tenant_id: i64, name: &str) -> Result<Option<ModelVersion>>;
+    fn insert_model_version(&self, tenant_id: i64, model: &ModelVersion) -> Result<()>;
+    /// All model versions of a tenant (`name = None`) or of one model, newest first.
+    fn model_versions(&self, tenant_id: i64, name: Option<&str>) -> Result<Vec<ModelVersion>>;
+
+    // ---- functions ----
+
+    /// A function version and its full digest.
+    fn function_version(
+        &self,
+        tenant_id: i64,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<(FunctionVersion, String)>>;
+    fn insert_function_version(
+        &self,
+        tenant_id: i64,
+        function: &FunctionVersion,
+        digest: &str,
+    ) -> Result<()>;
+    /// Deletes a function version; `false` when there is none. Fails while an alias points at
+    /// it (check first).
+    fn delete_function_version(&self, tenant_id: i64, name: &str, version: &str) -> Result<bool>;
+    /// A function's versions, newest first.
+    fn function_versions(&self, tenant_id: i64, name: &str) -> Result<Vec<FunctionVersion>>;
+    /// Every function of a tenant with the version its `latest` alias points at, by name.
+    fn list_functions(&self, tenant_id: i64) -> Result<Vec<FunctionSummary>>;
+    /// The hot path of an invocation, in one statement: the version of function `name` of
+    /// tenant `tenant` that is `version`, or that `alias` points at.
+    fn find_function(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<&str>,
+        alias: Option<&str>,
+    ) -> Result<Option<FunctionVersion>>;
+
+    // ---- aliases ----
+
+    /// Points `alias` of a function at `version` (which must exist).
+    fn set_alias(&self, tenant_id: i64, name: &str, alias: &str, version: &str, now: i64)
+    -> Result<()>;
+    /// The version an alias points at.
+    fn alias_target(&self, tenant_id: i64, name: &str, alias: &str) -> Result<Option<String>>;
+    /// All aliases of a function: alias -> version.
+    fn aliases(&self, tenant_id: i64, name: &str) -> Result<BTreeMap<String, String>>;
+    /// Appends a move of an alias to its history.
+    #[allow(clippy::too_many_arguments)]
+    fn record_alias_move(
+        &self,
+        tenant_id: i64,
+        name: &str,
+        alias: &str,
+        previous: Option<&str>,
+        version: &str,
+        rollback: bool,
+        now: i64,
+    ) -> Result<()>;
+    /// The newest move of an alias that is not a rollback and has not been undone.
+    fn last_alias_move(&self, tenant_id: i64, name: &str, alias: &str) -> Result<Option<AliasMove>>;
+    /// Marks a move as undone by a rollback.
+    fn mark_alias_move_undone(&self, id: i64) -> Result<()>;
+
+    // ---- settings ----
+
+    /// A value of the registry's own settings (e.g. the key pepper's fingerprint).
+    fn setting(&self, key: &str) -> Result<Option<String>>;
+    fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+}
+
+/// Where the metadata lives.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Location<'a> {
+    /// An SQLite file.
+    Sqlite(&'a Path),
+    /// A PostgreSQL URL (`postgres://...` or `postgresql://...`) or key=value string.
+    Postgres(&'a str),
+}
+
+/// The metadata database.
+pub(crate) struct Db(Backend);
+
+enum Backend {
+    Sqlite(Arc<sqlite::Db>),
+    Postgres(Arc<postgres::Db>),
 }
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").finish_non_exhaustive()
+        f.write_str(match self.0 {
+            Backend::Sqlite(_) => "Db(sqlite)",
+            Backend::Postgres(_) => "Db(postgres)",
+        })
     }
 }
 
 impl Db {
-    /// Opens `path` (creating it with mode 0600), applies pending migrations. Blocking.
-    pub(crate) fn open(path: &Path) -> anyhow::Result<Db> {
-        create_private_file(path)?;
-        let mut writer = Connection::open(path)
-            .with_context(|| format!("opening database {}", path.display()))?;
-        configure(&writer)?;
-        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        anyhow::ensure!(
-            mode.eq_ignore_ascii_case("wal"),
-            "database {} cannot use WAL mode (got `{mode}`)",
-            path.display()
-        );
-        writer.pragma_update(None, "synchronous", "FULL")?;
-        migrate(&mut writer).with_context(|| format!("migrating {}", path.display()))?;
-
-        let readers = (0..READERS)
-            .map(|_| -> anyhow::Result<Mutex<Connection>> {
-                let conn = Connection::open_with_flags(
-                    path,
-                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                configure(&conn)?;
-                conn.pragma_update(None, "query_only", "ON")?;
-                Ok(Mutex::new(conn))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()
-            .with_context(|| format!("opening database {}", path.display()))?;
-        Ok(Db {
-            writer: Mutex::new(writer),
-            readers,
-            next_reader: AtomicUsize::new(0),
-        })
-    }
-
-    /// Runs `f` on a read connection in the blocking pool.
-    pub(crate) async fn read<T, F>(self: &std::sync::Arc<Self>, f: F) -> Result<T, RegistryError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Sql<'_>) -> Result<T, RegistryError> + Send + 'static,
-    {
-        let db = self.clone();
-        blocking(move || {
-            let conn = db.reader();
-            f(&Sql(&conn))
-        })
-        .await
-    }
-
-    /// Runs `f` in one IMMEDIATE transaction on the writer in the blocking pool; commits when
-    /// `f` returns `Ok`, rolls back otherwise.
-    pub(crate) async fn write<T, F>(self: &std::sync::Arc<Self>, f: F) -> Result<T, RegistryError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Sql<'_>) -> Result<T, RegistryError> + Send + 'static,
-    {
-        let db = self.clone();
-        blocking(move || {
-            let mut conn = lock(&db.writer);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .context("beginning a transaction")?;
-            let value = f(&Sql(&tx))?;
-            tx.commit().context("committing a transaction")?;
-            Ok(value)
-        })
-        .await
-    }
-
-    /// A free reader if there is one, else the next in turn (waiting for it).
-    fn reader(&self) -> MutexGuard<'_, Connection> {
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        for i in 0..self.readers.len() {
-            if let Ok(guard) = self.readers[(start + i) % self.readers.len()].try_lock() {
-                return guard;
+    /// Opens the database and applies its pending migrations.
+    pub(crate) async fn open(location: Location<'_>) -> anyhow::Result<Db> {
+        Ok(Db(match location {
+            Location::Sqlite(path) => {
+                let path = path.to_path_buf();
+                let db = tokio::task::spawn_blocking(move || sqlite::Db::open(&path))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("database open task failed: {e}"))??;
+                Backend::Sqlite(Arc::new(db))
             }
+            Location::Postgres(url) => Backend::Postgres(Arc::new(postgres::Db::open(url).await?)),
+        }))
+    }
+
+    /// The backend's name, for logs: `sqlite` or `postgres`.
+    pub(crate) fn backend(&self) -> &'static str {
+        match self.0 {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
         }
-        lock(&self.readers[start % self.readers.len()])
+    }
+
+    /// Runs `f` on a read connection, off the async workers.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Sql<'_>) -> Result<T> + Send + 'static,
+    {
+        match &self.0 {
+            Backend::Sqlite(db) => db.read(f).await,
+            Backend::Postgres(db) => db.read(f).await,
+        }
+    }
+
+    /// Runs `f` in one serialized write transaction, off the async workers; commits when `f`
+    /// returns `Ok`, rolls back otherwise.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Sql<'_>) -> Result<T> + Send + 'static,
+    {
+        match &self.0 {
+            Backend::Sqlite(db) => db.write(f).await,
+            Backend::Postgres(db) => db.write(f).await,
+        }
     }
 }
 
-/// A mutex guard even when a previous holder panicked: a panic inside a transaction rolls it
-/// back when the transaction is dropped, so the connection is still sound.
-fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-async fn blocking<T, F>(f: F) -> Result<T, RegistryError>
+/// Runs blocking database work on tokio's blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T>
 where
     T: Send + 'static,
-    F: FnOnce() -> Result<T, RegistryError> + Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
 {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| RegistryError::internal(format!("database task failed: {e}")))?
 }
 
-fn configure(conn: &Connection) -> anyhow::Result<()> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(())
+/// Scopes as stored: comma-separated.
+fn scopes_text(scopes: &[Scope]) -> String {
+    scopes
+        .iter()
+        .map(Scope::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-/// The database holds key hashes: keep it (and the -wal/-shm files SQLite derives from its
-/// mode) private to the owner.
-fn create_private_file(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("creating {}", path.display()))),
-    }
-}
-
-/// Applies the migrations of [`schema::MIGRATIONS`] that are not yet recorded, each in its own
-/// transaction. Refuses a database written by a newer build.
-fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            version     INTEGER PRIMARY KEY,
-            name        TEXT NOT NULL,
-            applied_at  INTEGER NOT NULL
-        ) STRICT;",
-    )?;
-    let known = schema::MIGRATIONS.last().map_or(0, |m| m.0);
-    for &(version, name, sql) in schema::MIGRATIONS {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            [],
-            |r| r.get(0),
-        )?;
-        anyhow::ensure!(
-            current <= known,
-            "the database is at schema version {current}, newer than this build knows ({known})"
-        );
-        if current >= version {
-            continue;
-        }
-        tx.execute_batch(sql)
-            .with_context(|| format!("migration {version} ({name})"))?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-            rusqlite::params![version, name, crate::now()],
-        )?;
-        tx.commit()?;
-        tracing::info!(version, name, "applied registry migration");
-    }
-    Ok(())
+/// Parses stored scopes.
+fn parse_scopes(text: &str) -> std::result::Result<Vec<Scope>, RegistryError> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::parse::<Scope>)
+        .collect()
 }

@@ -10,7 +10,10 @@ use nimbus_client::http::Method;
 use nimbus_client::{Client, Manifest, build_function};
 use serde::Serialize;
 
-use crate::{Cli, Command, DeployArgs, FunctionCommand, InvokeArgs, ModelCommand, config};
+use crate::{
+    Cli, Command, DeployArgs, FunctionCommand, InvokeArgs, KeyCommand, ModelCommand, TenantCommand,
+    config,
+};
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
@@ -38,7 +41,58 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Function(FunctionCommand::Versions { name }) => {
             print_json(&client.function_versions(&name).await?)
         }
+        Command::Function(FunctionCommand::Alias {
+            name,
+            alias,
+            version,
+        }) => print_json(&client.set_alias(&name, &alias, &version).await?),
+        Command::Function(FunctionCommand::Aliases { name }) => {
+            print_json(&client.aliases(&name).await?)
+        }
+        Command::Function(FunctionCommand::Rollback { name, alias }) => {
+            let moved = client.rollback(&name, Some(&alias)).await?;
+            note(&format!(
+                "{}@{} now points at {} (was {})",
+                moved.name,
+                moved.alias,
+                moved.version,
+                moved.previous.as_deref().unwrap_or("nothing")
+            ));
+            print_json(&moved)
+        }
+        Command::Function(FunctionCommand::Delete { name, version }) => {
+            print_json(&client.delete_version(&name, &version).await?)
+        }
         Command::Whoami => print_json(&client.whoami().await?),
+        Command::Tenant(TenantCommand::Create { name }) => {
+            let created = client.create_tenant(&name).await?;
+            print_json(&created)?;
+            note(&format!(
+                "the admin key of tenant `{}` is shown only this once: store it now",
+                created.tenant.name
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tenant(TenantCommand::List) => print_json(&client.list_tenants().await?),
+        Command::Key(KeyCommand::Create {
+            scopes,
+            expires_in,
+            tenant,
+        }) => {
+            let scopes: Vec<String> = scopes.iter().map(|s| s.as_str().to_string()).collect();
+            let created = client
+                .create_key(&scopes, expires_in, tenant.as_deref())
+                .await?;
+            print_json(&created)?;
+            note("the key is shown only this once: store it now");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Key(KeyCommand::List { tenant }) => {
+            print_json(&client.list_keys(tenant.as_deref()).await?)
+        }
+        Command::Key(KeyCommand::Revoke { id, tenant }) => {
+            print_json(&client.revoke_key(&id, tenant.as_deref()).await?)
+        }
     }
 }
 

@@ -51,6 +51,71 @@ pub enum Command {
     Function(FunctionCommand),
     /// Show the tenant, key id and scopes of the API key in use.
     Whoami,
+    /// Create and list tenants (an admin key of tenant `default`).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Create, list and revoke API keys (an admin key).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant and its first admin key (printed once: store it now).
+    Create {
+        /// Tenant name ([a-z0-9][a-z0-9._-]{0,62}).
+        name: String,
+    },
+    /// List all tenants.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key (printed once: store it now).
+    Create {
+        /// What the key may do: admin, deploy or invoke; repeat for more [default: invoke].
+        #[arg(long = "scope", value_enum)]
+        scopes: Vec<KeyScope>,
+        /// Seconds until the key expires [default: never].
+        #[arg(long = "expires-in", value_name = "SECONDS")]
+        expires_in: Option<u64>,
+        /// Tenant of the key [default: the API key's tenant; another needs an admin key of
+        /// tenant `default`].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List API keys (never their secrets), newest first.
+    List {
+        /// Tenant whose keys to list [default: the API key's tenant].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke an API key by its id.
+    Revoke {
+        /// The key id (the part between `nmb_` and the second `_`).
+        id: String,
+        /// Tenant of the key [default: the API key's tenant].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyScope {
+    Admin,
+    Deploy,
+    Invoke,
+}
+
+impl KeyScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyScope::Admin => "admin",
+            KeyScope::Deploy => "deploy",
+            KeyScope::Invoke => "invoke",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +183,35 @@ pub enum FunctionCommand {
         /// Function name.
         name: String,
     },
+    /// Point an alias of a function at a version (`latest` or any name, e.g. `prod`).
+    Alias {
+        /// Function name.
+        name: String,
+        /// Alias name.
+        alias: String,
+        /// Version (12 hex characters) the alias should point at.
+        version: String,
+    },
+    /// List a function's aliases and the versions they point at.
+    Aliases {
+        /// Function name.
+        name: String,
+    },
+    /// Move an alias back to the version it pointed at before its last move.
+    Rollback {
+        /// Function name.
+        name: String,
+        /// The alias to roll back.
+        #[arg(long, default_value = "latest")]
+        alias: String,
+    },
+    /// Delete a version no alias points at (and the blobs nothing uses any more).
+    Delete {
+        /// Function name.
+        name: String,
+        /// Version (12 hex characters).
+        version: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -184,6 +278,34 @@ mod tests {
     }
 
     #[test]
+    fn parses_alias_rollback_and_delete() {
+        let cli = Cli::try_parse_from(["nimbus", "fn", "alias", "hello", "prod", "0123456789ab"])
+            .unwrap();
+        match cli.command {
+            Command::Function(FunctionCommand::Alias {
+                name,
+                alias,
+                version,
+            }) => assert_eq!((name.as_str(), alias.as_str(), version.as_str()), ("hello", "prod", "0123456789ab")),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["nimbus", "fn", "rollback", "hello"]).unwrap();
+        match cli.command {
+            Command::Function(FunctionCommand::Rollback { alias, .. }) => assert_eq!(alias, "latest"),
+            other => panic!("{other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["nimbus", "fn", "rollback", "hello", "--alias", "prod"]).unwrap();
+        match cli.command {
+            Command::Function(FunctionCommand::Rollback { alias, .. }) => assert_eq!(alias, "prod"),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["nimbus", "fn", "delete", "hello", "0123456789ab"]).unwrap();
+        assert!(matches!(cli.command, Command::Function(FunctionCommand::Delete { .. })));
+        assert!(Cli::try_parse_from(["nimbus", "fn", "delete", "hello"]).is_err());
+    }
+
+    #[test]
     fn parses_the_documented_verbs() {
         let cli = Cli::try_parse_from([
             "nimbus",
@@ -245,5 +367,47 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["nimbus", "whoami"]).is_ok());
+
+        let cli = Cli::try_parse_from([
+            "nimbus",
+            "key",
+            "create",
+            "--scope",
+            "invoke",
+            "--scope",
+            "deploy",
+            "--expires-in",
+            "3600",
+            "--tenant",
+            "acme",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Key(KeyCommand::Create {
+                scopes,
+                expires_in,
+                tenant,
+            }) => {
+                assert_eq!(scopes, vec![KeyScope::Invoke, KeyScope::Deploy]);
+                assert_eq!(expires_in, Some(3600));
+                assert_eq!(tenant.as_deref(), Some("acme"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["nimbus", "key", "create", "--scope", "root"]).is_err());
+        assert!(matches!(
+            Cli::try_parse_from(["nimbus", "key", "revoke", "abc123"])
+                .unwrap()
+                .command,
+            Command::Key(KeyCommand::Revoke { .. })
+        ));
+        assert!(matches!(
+            Cli::try_parse_from(["nimbus", "tenant", "create", "acme"])
+                .unwrap()
+                .command,
+            Command::Tenant(TenantCommand::Create { .. })
+        ));
+        assert!(Cli::try_parse_from(["nimbus", "tenant", "list"]).is_ok());
+        assert!(Cli::try_parse_from(["nimbus", "key", "list", "--tenant", "acme"]).is_ok());
     }
 }

@@ -16,7 +16,11 @@ use crate::error::ClientError;
 use crate::manifest::Manifest;
 use crate::paths;
 use crate::transport::{self, Body, Transport};
-use crate::types::{BlobRef, FunctionVersion, InvokeResponse, ModelVersion, Whoami};
+use crate::types::{
+    AliasMoved, VersionDeleted,
+    BlobRef, CreatedKey, CreatedTenant, FunctionVersion, InvokeResponse, KeyInfo, ModelVersion,
+    Tenant, Whoami,
+};
 
 /// Header carrying the sha256 the client expects an uploaded blob to have.
 const SHA_HEADER: &str = "x-nimbus-sha256";
@@ -205,6 +209,127 @@ impl Client {
         Ok(out.versions)
     }
 
+    /// `PUT /v1/functions/{name}/aliases/{alias}`: points `alias` at `version` (atomically; the
+    /// move is kept in the alias's history for rollback).
+    pub async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: &str,
+    ) -> Result<AliasMoved, ClientError> {
+        let path = format!(
+            "/v1/functions/{}/aliases/{}",
+            paths::segment(name),
+            paths::segment(alias)
+        );
+        self.call_json(Method::PUT, &path, Some(json!({ "version": version })))
+            .await
+    }
+
+    /// `GET /v1/functions/{name}/aliases`: alias -> version.
+    pub async fn aliases(
+        &self,
+        name: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, ClientError> {
+        #[derive(Deserialize)]
+        struct Aliases {
+            aliases: std::collections::BTreeMap<String, String>,
+        }
+        let path = format!("/v1/functions/{}/aliases", paths::segment(name));
+        let out: Aliases = self.call_json(Method::GET, &path, None).await?;
+        Ok(out.aliases)
+    }
+
+    /// `POST /v1/functions/{name}/rollback`: moves `alias` (`latest` when `None`) back to the
+    /// version it pointed at before its last move.
+    pub async fn rollback(
+        &self,
+        name: &str,
+        alias: Option<&str>,
+    ) -> Result<AliasMoved, ClientError> {
+        let path = format!("/v1/functions/{}/rollback", paths::segment(name));
+        let body = alias.map(|alias| json!({ "alias": alias }));
+        self.call_json(Method::POST, &path, body).await
+    }
+
+    /// `DELETE /v1/functions/{name}/versions/{version}`: deletes a version no alias points at,
+    /// and the blobs nothing uses any more.
+    pub async fn delete_version(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<VersionDeleted, ClientError> {
+        let path = format!(
+            "/v1/functions/{}/versions/{}",
+            paths::segment(name),
+            paths::segment(version)
+        );
+        self.call_json(Method::DELETE, &path, None).await
+    }
+
+    /// `POST /v1/tenants`: creates tenant `name` and its first admin key (the full key is in the
+    /// answer, and only there). Needs an admin key of tenant `default`.
+    pub async fn create_tenant(&self, name: &str) -> Result<CreatedTenant, ClientError> {
+        self.call_json(Method::POST, "/v1/tenants", Some(json!({ "name": name })))
+            .await
+    }
+
+    /// `GET /v1/tenants`: every tenant, by name. Needs an admin key of tenant `default`.
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, ClientError> {
+        #[derive(Deserialize)]
+        struct Tenants {
+            tenants: Vec<Tenant>,
+        }
+        let out: Tenants = self.call_json(Method::GET, "/v1/tenants", None).await?;
+        Ok(out.tenants)
+    }
+
+    /// `POST /v1/keys`: a new key with `scopes` (`admin`, `deploy`, `invoke`; empty means the
+    /// server's default, `invoke`), expiring after `expires_in_s` seconds or never, in the
+    /// caller's tenant or in `tenant` (which only an admin key of tenant `default` may name).
+    pub async fn create_key(
+        &self,
+        scopes: &[String],
+        expires_in_s: Option<u64>,
+        tenant: Option<&str>,
+    ) -> Result<CreatedKey, ClientError> {
+        let mut body = serde_json::Map::new();
+        if !scopes.is_empty() {
+            body.insert("scopes".into(), json!(scopes));
+        }
+        if let Some(seconds) = expires_in_s {
+            body.insert("expires_in_s".into(), json!(seconds));
+        }
+        if let Some(tenant) = tenant {
+            body.insert("tenant".into(), json!(tenant));
+        }
+        self.call_json(Method::POST, "/v1/keys", Some(Value::Object(body)))
+            .await
+    }
+
+    /// `GET /v1/keys`: the keys of the caller's tenant (or of `tenant`, for an admin key of
+    /// tenant `default`), newest first, revoked and expired ones included. Never secrets.
+    pub async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>, ClientError> {
+        #[derive(Deserialize)]
+        struct Keys {
+            keys: Vec<KeyInfo>,
+        }
+        let path = with_tenant("/v1/keys", tenant);
+        let out: Keys = self.call_json(Method::GET, &path, None).await?;
+        Ok(out.keys)
+    }
+
+    /// `DELETE /v1/keys/{id}`: revokes a key of the caller's tenant (or of `tenant`, for an admin
+    /// key of tenant `default`) and returns it as it now stands.
+    pub async fn revoke_key(
+        &self,
+        key_id: &str,
+        tenant: Option<&str>,
+    ) -> Result<KeyInfo, ClientError> {
+        let path = with_tenant(&format!("/v1/keys/{}", paths::segment(key_id)), tenant);
+        self.call_json(Method::DELETE, &path, None).await
+    }
+
     /// Invokes `function` (`name`, `name@version` or `name@alias`) of `tenant` with `method` on the
     /// guest path `path` (may carry a `?query`; empty means `/`). Returns whatever came back, error
     /// statuses included: only a failure to talk to the server is an `Err`. The client's key is
@@ -315,6 +440,14 @@ impl Client {
                 "unexpected answer from nimbusd to {method} {path}: {e}"
             ))
         })
+    }
+}
+
+/// `path` with `?tenant=<tenant>` when one is given.
+fn with_tenant(path: &str, tenant: Option<&str>) -> String {
+    match tenant {
+        Some(tenant) => format!("{path}?tenant={}", paths::segment(tenant)),
+        None => path.to_string(),
     }
 }
 
@@ -474,6 +607,11 @@ mod tests {
         send(&c.list_functions());
         send(&c.function_versions("x"));
         send(&c.invoke("t", "f", "/", Method::GET, vec![], &[]));
+        send(&c.create_tenant("t"));
+        send(&c.list_tenants());
+        send(&c.create_key(&[], None, None));
+        send(&c.list_keys(None));
+        send(&c.revoke_key("k", None));
         send(&c.get("/healthz"));
     }
 

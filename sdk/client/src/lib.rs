@@ -2,7 +2,7 @@
 //!
 //! The crate knows only the HTTP API. It owns:
 //! - [`Client`] (module `client`): one async method per API call (blobs, models, functions,
-//!   invoke, raw `GET`),
+//!   tenants, keys, invoke, raw `GET`),
 //! - [`Manifest`] (module `manifest`): the `nimbus.toml` function manifest,
 //! - [`build_function`] (module `builder`): running a manifest's build command and locating the
 //!   wasm it produces,
@@ -38,7 +38,11 @@ pub use builder::{build_function, find_repo_root};
 pub use client::Client;
 pub use error::ClientError;
 pub use manifest::{Limits, MANIFEST_FILE, Manifest};
-pub use types::{BlobRef, FunctionVersion, InvokeResponse, ModelBinding, ModelVersion, Whoami};
+pub use types::{
+    AliasMoved, VersionDeleted,
+    BlobRef, CreatedKey, CreatedTenant, FunctionVersion, InvokeResponse, KeyInfo, ModelBinding,
+    ModelVersion, Tenant, Whoami,
+};
 
 /// Re-exported so callers name the same `http` and `bytes` types the client uses.
 pub use bytes;

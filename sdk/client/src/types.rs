@@ -1,5 +1,5 @@
-//! Owns the typed shapes of the API's answers (docs/api.md): blobs, models, functions, who-am-I
-//! and invoke responses.
+//! Owns the typed shapes of the API's answers (docs/api.md): blobs, models, functions, who-am-I,
+//! tenants, API keys and invoke responses.
 //!
 //! Fields the docs name are typed; anything else the server adds is kept in `extra`, so printing
 //! a value shows everything the server said.
@@ -88,6 +88,93 @@ pub struct FunctionVersion {
     /// As the server sent it (a timestamp string, or a number rendered as a string).
     #[serde(default, deserialize_with = "string_or_number")]
     pub created_at: String,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// A tenant (`GET /v1/tenants`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub name: String,
+    /// As the server sent it (unix seconds rendered as a string).
+    #[serde(default, deserialize_with = "string_or_number")]
+    pub created_at: String,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// What may be shown about an API key (`GET /v1/keys`): never its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub key_id: String,
+    pub tenant: String,
+    /// `admin`, `deploy`, `invoke`.
+    pub scopes: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; `None` = never expires.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Unix seconds; `None` = not revoked.
+    #[serde(default)]
+    pub revoked_at: Option<i64>,
+    /// `active`, `revoked` or `expired`, as the server saw it.
+    #[serde(default)]
+    pub status: String,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// A key just created (`POST /v1/keys`): its info and the full key `nmb_<id>_<secret>`, which
+/// the server shows this once. `Debug` leaves the key out.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedKey {
+    /// The full key, to send as `Authorization: Bearer <key>`.
+    pub key: String,
+    #[serde(flatten)]
+    pub info: KeyInfo,
+}
+
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("key", &"<secret>")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// A tenant just created (`POST /v1/tenants`) and its first admin key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedTenant {
+    pub tenant: Tenant,
+    pub admin_key: CreatedKey,
+}
+
+/// What moving or rolling back an alias did (`PUT /v1/functions/{name}/aliases/{alias}`,
+/// `POST /v1/functions/{name}/rollback`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AliasMoved {
+    /// The function.
+    pub name: String,
+    pub alias: String,
+    /// The version the alias points at now.
+    pub version: String,
+    /// The version it pointed at before (`None` when the move created the alias).
+    #[serde(default)]
+    pub previous: Option<String>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// What deleting a function version did (`DELETE /v1/functions/{name}/versions/{version}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionDeleted {
+    pub name: String,
+    pub version: String,
+    /// Blobs (sha256) removed because nothing used them any more.
+    #[serde(default)]
+    pub collected_blobs: Vec<String>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }

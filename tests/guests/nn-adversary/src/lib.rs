@@ -1,5 +1,7 @@
 //! `nn-adversary`: a test guest that hands the wasi-nn host the inputs it must refuse, one route
 //! each, through the raw bindings (`nimbus_guest::nn::raw`) so nothing is checked guest-side.
+//! `/load?name=NAME` calls `load-by-name` with any name the caller picks (another tenant's model
+//! names, for the isolation tests) and answers `{"ok": {"loaded": NAME}}` or the error.
 //!
 //! Every route answers 200 with JSON: `{"error": {"code": "<wasi-nn code>", "message": "...",
 //! "stage": "load|context|compute"}}` when the host returned a wasi-nn error (the expected
@@ -62,6 +64,14 @@ impl Handler for NnAdversary {
             "/unknown-model" => graph::load_by_name("no-such-model")
                 .map(|_| json!({ "loaded": "no-such-model" }))
                 .map_err(at("load")),
+            "/load" => match req.query_param("name") {
+                Some(name) => graph::load_by_name(name)
+                    .map(|_| json!({ "loaded": name }))
+                    .map_err(at("load")),
+                None => {
+                    return Response::error(400, "bad_request", "use /load?name=<model name>");
+                }
+            },
             "/tpu" => load_bytes(&[vec![0u8; 16]], ExecutionTarget::Tpu),
             "/gpu" => load_bytes(&[req.body], ExecutionTarget::Gpu),
             "/garbage-model" => load_bytes(&[b"not a model".to_vec()], ExecutionTarget::Cpu),

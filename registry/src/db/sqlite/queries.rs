@@ -1,18 +1,18 @@
-//! Every SQL statement of the registry, as methods of [`Sql`]. Rows come back as the crate's
-//! records; rusqlite errors become `RegistryError::Internal` naming what was being done.
+//! Every SQL statement of the SQLite backend: the [`Queries`] methods for [`SqliteSql`]. Rows
+//! come back as the crate's records; rusqlite errors become `RegistryError::Internal` naming what
+//! was being done.
 
 use std::collections::BTreeMap;
 
 use anyhow::Context;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::Sql;
+use super::SqliteSql;
+use crate::db::{AliasMove, KeyRow, Queries, Result, parse_scopes, scopes_text};
 use crate::{
     FunctionSummary, FunctionVersion, KeyInfo, Limits, ModelBinding, ModelVersion, RegistryError,
     Scope, Tenant,
 };
-
-type Result<T> = std::result::Result<T, RegistryError>;
 
 trait Context2<T> {
     fn doing(self, what: &str) -> Result<T>;
@@ -25,47 +25,10 @@ impl<T> Context2<T> for rusqlite::Result<T> {
     }
 }
 
-/// An API key row as stored: only the peppered hash of the secret.
-pub(crate) struct KeyRow {
-    pub id: String,
-    pub tenant: String,
-    pub secret_hash: Vec<u8>,
-    pub scopes: Vec<Scope>,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-}
-
-impl KeyRow {
-    pub(crate) fn info(&self) -> KeyInfo {
-        KeyInfo {
-            key_id: self.id.clone(),
-            tenant: self.tenant.clone(),
-            scopes: self.scopes.clone(),
-            created_at: self.created_at,
-            expires_at: self.expires_at,
-            revoked_at: self.revoked_at,
-        }
-    }
-}
-
-fn scopes_text(scopes: &[Scope]) -> String {
-    scopes
-        .iter()
-        .map(Scope::as_str)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn parse_scopes(text: &str) -> rusqlite::Result<Vec<Scope>> {
-    text.split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<Scope>().map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
-            })
-        })
-        .collect()
+fn stored_scopes(text: &str) -> rusqlite::Result<Vec<Scope>> {
+    parse_scopes(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    })
 }
 
 const KEY_COLUMNS: &str =
@@ -76,14 +39,14 @@ fn key_row(row: &Row<'_>) -> rusqlite::Result<KeyRow> {
         id: row.get(0)?,
         tenant: row.get(1)?,
         secret_hash: row.get(2)?,
-        scopes: parse_scopes(&row.get::<_, String>(3)?)?,
+        scopes: stored_scopes(&row.get::<_, String>(3)?)?,
         created_at: row.get(4)?,
         expires_at: row.get(5)?,
         revoked_at: row.get(6)?,
     })
 }
 
-const MODEL_COLUMNS: &str = "name, version, sha256, size, engine, target, created_at";
+const MODEL_COLUMNS: &str = "name, version, sha256, size, engine, target, created_at, uri";
 
 fn model_row(row: &Row<'_>) -> rusqlite::Result<ModelVersion> {
     Ok(ModelVersion {
@@ -94,6 +57,7 @@ fn model_row(row: &Row<'_>) -> rusqlite::Result<ModelVersion> {
         engine: row.get(4)?,
         target: row.get(5)?,
         created_at: row.get(6)?,
+        uri: row.get(7)?,
     })
 }
 
@@ -128,9 +92,9 @@ fn function_row(row: &Row<'_>) -> rusqlite::Result<(FunctionVersion, String)> {
     Ok((version, row.get(10)?))
 }
 
-impl Sql<'_> {
+impl Queries for SqliteSql<'_> {
     /// A trivial query: the database answers.
-    pub(crate) fn ping(&self) -> Result<()> {
+    fn ping(&self) -> Result<()> {
         self.0
             .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
             .doing("ping")?;
@@ -140,7 +104,7 @@ impl Sql<'_> {
     // ---- tenants ----
 
     /// The row id of a tenant; `NotFound` when there is none of that name.
-    pub(crate) fn tenant_id(&self, name: &str) -> Result<i64> {
+    fn tenant_id(&self, name: &str) -> Result<i64> {
         self.0
             .query_row("SELECT id FROM tenants WHERE name = ?1", [name], |r| {
                 r.get(0)
@@ -150,7 +114,7 @@ impl Sql<'_> {
             .ok_or_else(|| RegistryError::NotFound(format!("tenant `{name}` not found")))
     }
 
-    pub(crate) fn tenant_exists(&self, name: &str) -> Result<bool> {
+    fn tenant_exists(&self, name: &str) -> Result<bool> {
         self.0
             .query_row("SELECT 1 FROM tenants WHERE name = ?1", [name], |_| Ok(()))
             .optional()
@@ -159,7 +123,7 @@ impl Sql<'_> {
     }
 
     /// Inserts a tenant; `Conflict` when the name is taken.
-    pub(crate) fn insert_tenant(&self, name: &str, now: i64) -> Result<Tenant> {
+    fn insert_tenant(&self, name: &str, now: i64) -> Result<Tenant> {
         if self.tenant_exists(name)? {
             return Err(RegistryError::Conflict(format!(
                 "tenant `{name}` already exists"
@@ -177,7 +141,7 @@ impl Sql<'_> {
         })
     }
 
-    pub(crate) fn list_tenants(&self) -> Result<Vec<Tenant>> {
+    fn list_tenants(&self) -> Result<Vec<Tenant>> {
         let mut stmt = self
             .0
             .prepare_cached("SELECT name, created_at FROM tenants ORDER BY name")
@@ -195,7 +159,7 @@ impl Sql<'_> {
     // ---- API keys ----
 
     /// Inserts a key; `false` (nothing written) when the id is already taken.
-    pub(crate) fn insert_key(
+    fn insert_key(
         &self,
         id: &str,
         tenant_id: i64,
@@ -223,7 +187,7 @@ impl Sql<'_> {
     }
 
     /// Makes an existing key an active, non-expiring key with this hash and these scopes.
-    pub(crate) fn reset_key(&self, id: &str, secret_hash: &[u8], scopes: &[Scope]) -> Result<()> {
+    fn reset_key(&self, id: &str, secret_hash: &[u8], scopes: &[Scope]) -> Result<()> {
         self.0
             .execute(
                 "UPDATE api_keys SET secret_hash = ?2, scopes = ?3, expires_at = NULL,
@@ -234,7 +198,7 @@ impl Sql<'_> {
         Ok(())
     }
 
-    pub(crate) fn key(&self, id: &str) -> Result<Option<KeyRow>> {
+    fn key(&self, id: &str) -> Result<Option<KeyRow>> {
         self.0
             .prepare_cached(&format!(
                 "SELECT {KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
@@ -245,7 +209,7 @@ impl Sql<'_> {
     }
 
     /// A tenant's keys, newest first.
-    pub(crate) fn list_keys(&self, tenant_id: i64) -> Result<Vec<KeyInfo>> {
+    fn list_keys(&self, tenant_id: i64) -> Result<Vec<KeyInfo>> {
         let mut stmt = self
             .0
             .prepare_cached(&format!(
@@ -260,7 +224,7 @@ impl Sql<'_> {
 
     /// Marks a key of the tenant revoked (keeping the first revocation time); `false` when the
     /// tenant has no key with that id.
-    pub(crate) fn revoke_key(&self, tenant_id: i64, id: &str, now: i64) -> Result<bool> {
+    fn revoke_key(&self, tenant_id: i64, id: &str, now: i64) -> Result<bool> {
         let changed = self
             .0
             .execute(
@@ -274,23 +238,32 @@ impl Sql<'_> {
 
     // ---- blobs ----
 
-    /// Records that a blob exists and that the tenant owns it (idempotent).
-    pub(crate) fn record_blob(
-        &self,
-        tenant_id: i64,
-        sha256: &str,
-        size: u64,
-        now: i64,
-    ) -> Result<()> {
-        let known: Option<u64> = self
+    fn record_blob(&self, tenant_id: i64, sha256: &str, size: u64, now: i64) -> Result<()> {
+        self.record_blob_digest(sha256, size, now)?;
+        // created_at is refreshed on every upload: garbage collection spares recent uploads.
+        self.0
+            .execute(
+                "INSERT INTO tenant_blobs (tenant_id, sha256, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant_id, sha256) DO UPDATE SET created_at = excluded.created_at",
+                params![tenant_id, sha256, now],
+            )
+            .doing("recording a blob")?;
+        Ok(())
+    }
+
+    fn record_blob_digest(&self, sha256: &str, size: u64, now: i64) -> Result<()> {
+        let known: Option<(u64, Option<i64>)> = self
             .0
-            .query_row("SELECT size FROM blobs WHERE sha256 = ?1", [sha256], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT size, deleting_at FROM blobs WHERE sha256 = ?1",
+                [sha256],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .doing("looking up a blob")?;
         match known {
-            Some(known) if known != size => {
+            Some((_, Some(_))) => return Err(crate::models::blob_being_deleted(sha256)),
+            Some((known, None)) if known != size => {
                 return Err(RegistryError::Conflict(format!(
                     "blob `{sha256}` is recorded with size {known}, not {size}"
                 )));
@@ -305,18 +278,11 @@ impl Sql<'_> {
                     .doing("recording a blob")?;
             }
         }
-        self.0
-            .execute(
-                "INSERT INTO tenant_blobs (tenant_id, sha256, created_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (tenant_id, sha256) DO NOTHING",
-                params![tenant_id, sha256, now],
-            )
-            .doing("recording a blob")?;
         Ok(())
     }
 
     /// The size of a blob the tenant owns; `None` when it owns no such blob.
-    pub(crate) fn tenant_blob_size(&self, tenant_id: i64, sha256: &str) -> Result<Option<u64>> {
+    fn tenant_blob_size(&self, tenant_id: i64, sha256: &str) -> Result<Option<u64>> {
         self.0
             .query_row(
                 "SELECT b.size FROM tenant_blobs tb JOIN blobs b ON b.sha256 = tb.sha256
@@ -330,7 +296,7 @@ impl Sql<'_> {
 
     // ---- models ----
 
-    pub(crate) fn model_version(
+    fn model_version(
         &self,
         tenant_id: i64,
         name: &str,
@@ -348,7 +314,7 @@ impl Sql<'_> {
             .doing("looking up a model version")
     }
 
-    pub(crate) fn model_by_sha256(
+    fn model_by_sha256(
         &self,
         tenant_id: i64,
         name: &str,
@@ -366,7 +332,7 @@ impl Sql<'_> {
             .doing("looking up a model version")
     }
 
-    pub(crate) fn newest_model_version(
+    fn newest_model_version(
         &self,
         tenant_id: i64,
         name: &str,
@@ -383,12 +349,12 @@ impl Sql<'_> {
             .doing("looking up a model version")
     }
 
-    pub(crate) fn insert_model_version(&self, tenant_id: i64, model: &ModelVersion) -> Result<()> {
+    fn insert_model_version(&self, tenant_id: i64, model: &ModelVersion) -> Result<()> {
         self.0
             .execute(
                 "INSERT INTO model_versions
-                 (tenant_id, name, version, sha256, size, engine, target, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 (tenant_id, name, version, sha256, size, engine, target, created_at, uri)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     tenant_id,
                     model.name,
@@ -397,7 +363,8 @@ impl Sql<'_> {
                     model.size,
                     model.engine,
                     model.target,
-                    model.created_at
+                    model.created_at,
+                    model.uri
                 ],
             )
             .doing("inserting a model version")?;
@@ -405,7 +372,7 @@ impl Sql<'_> {
     }
 
     /// All model versions of a tenant (`name = None`) or of one model, newest first.
-    pub(crate) fn model_versions(
+    fn model_versions(
         &self,
         tenant_id: i64,
         name: Option<&str>,
@@ -425,7 +392,7 @@ impl Sql<'_> {
     // ---- functions ----
 
     /// A function version and its full digest.
-    pub(crate) fn function_version(
+    fn function_version(
         &self,
         tenant_id: i64,
         name: &str,
@@ -443,7 +410,7 @@ impl Sql<'_> {
             .doing("looking up a function version")
     }
 
-    pub(crate) fn insert_function_version(
+    fn insert_function_version(
         &self,
         tenant_id: i64,
         function: &FunctionVersion,
@@ -477,7 +444,7 @@ impl Sql<'_> {
     }
 
     /// Points `alias` of a function at `version` (which must exist).
-    pub(crate) fn set_alias(
+    fn set_alias(
         &self,
         tenant_id: i64,
         name: &str,
@@ -498,7 +465,7 @@ impl Sql<'_> {
     }
 
     /// The version an alias points at.
-    pub(crate) fn alias_target(
+    fn alias_target(
         &self,
         tenant_id: i64,
         name: &str,
@@ -516,7 +483,7 @@ impl Sql<'_> {
     }
 
     /// All aliases of a function: alias -> version.
-    pub(crate) fn aliases(&self, tenant_id: i64, name: &str) -> Result<BTreeMap<String, String>> {
+    fn aliases(&self, tenant_id: i64, name: &str) -> Result<BTreeMap<String, String>> {
         let mut stmt = self
             .0
             .prepare_cached(
@@ -529,7 +496,7 @@ impl Sql<'_> {
     }
 
     /// A function's versions, newest first.
-    pub(crate) fn function_versions(
+    fn function_versions(
         &self,
         tenant_id: i64,
         name: &str,
@@ -549,7 +516,7 @@ impl Sql<'_> {
     }
 
     /// Every function of a tenant with the version its `latest` alias points at, by name.
-    pub(crate) fn list_functions(&self, tenant_id: i64) -> Result<Vec<FunctionSummary>> {
+    fn list_functions(&self, tenant_id: i64) -> Result<Vec<FunctionSummary>> {
         let mut stmt = self
             .0
             .prepare_cached(&format!(
@@ -567,5 +534,164 @@ impl Sql<'_> {
         })
         .and_then(|rows| rows.collect())
         .doing("listing functions")
+    }
+
+    fn unused_blobs(&self, recorded_before: i64, limit: usize) -> Result<Vec<String>> {
+        let mut stmt = self
+            .0
+            .prepare_cached(
+                "SELECT b.sha256 FROM blobs b
+                 WHERE b.deleting_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM function_versions f WHERE f.wasm_sha256 = b.sha256)
+                   AND NOT EXISTS (SELECT 1 FROM model_versions m WHERE m.sha256 = b.sha256)
+                   AND NOT EXISTS (SELECT 1 FROM tenant_blobs tb
+                                   WHERE tb.sha256 = b.sha256 AND tb.created_at >= ?1)
+                 ORDER BY b.sha256 LIMIT ?2",
+            )
+            .doing("finding unused blobs")?;
+        stmt.query_map(params![recorded_before, limit as i64], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .doing("finding unused blobs")
+    }
+
+    fn mark_blob_deleting(&self, sha256: &str, now: i64) -> Result<()> {
+        self.0
+            .execute("DELETE FROM tenant_blobs WHERE sha256 = ?1", [sha256])
+            .doing("forgetting a blob's owners")?;
+        self.0
+            .execute(
+                "UPDATE blobs SET deleting_at = ?2 WHERE sha256 = ?1",
+                params![sha256, now],
+            )
+            .doing("marking a blob for deletion")?;
+        Ok(())
+    }
+
+    fn blobs_being_deleted(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .0
+            .prepare_cached(
+                "SELECT sha256 FROM blobs WHERE deleting_at IS NOT NULL ORDER BY sha256",
+            )
+            .doing("listing blobs being deleted")?;
+        stmt.query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .doing("listing blobs being deleted")
+    }
+
+    fn forget_blob(&self, sha256: &str) -> Result<()> {
+        self.0
+            .execute(
+                "DELETE FROM blobs WHERE sha256 = ?1 AND deleting_at IS NOT NULL",
+                [sha256],
+            )
+            .doing("forgetting a deleted blob")?;
+        Ok(())
+    }
+
+    fn delete_function_version(&self, tenant_id: i64, name: &str, version: &str) -> Result<bool> {
+        let deleted = self
+            .0
+            .execute(
+                "DELETE FROM function_versions WHERE tenant_id = ?1 AND name = ?2 AND version = ?3",
+                params![tenant_id, name, version],
+            )
+            .doing("deleting a function version")?;
+        Ok(deleted == 1)
+    }
+
+    fn find_function(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<&str>,
+        alias: Option<&str>,
+    ) -> Result<Option<FunctionVersion>> {
+        self.0
+            .prepare_cached(&format!(
+                "SELECT {FUNCTION_COLUMNS} FROM tenants t
+                 JOIN function_versions f ON f.tenant_id = t.id AND f.name = ?2
+                 WHERE t.name = ?1
+                   AND f.version = COALESCE(?3, (SELECT a.version FROM function_aliases a
+                       WHERE a.tenant_id = t.id AND a.name = ?2 AND a.alias = ?4))"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(params![tenant, name, version, alias], |r| {
+                    function_row(r).map(|(f, _)| f)
+                })
+                .optional()
+            })
+            .doing("resolving a function")
+    }
+
+    fn record_alias_move(
+        &self,
+        tenant_id: i64,
+        name: &str,
+        alias: &str,
+        previous: Option<&str>,
+        version: &str,
+        rollback: bool,
+        now: i64,
+    ) -> Result<()> {
+        self.0
+            .execute(
+                "INSERT INTO function_alias_moves
+                 (tenant_id, name, alias, previous, version, is_rollback, moved_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![tenant_id, name, alias, previous, version, rollback, now],
+            )
+            .doing("recording an alias move")?;
+        Ok(())
+    }
+
+    fn last_alias_move(&self, tenant_id: i64, name: &str, alias: &str) -> Result<Option<AliasMove>> {
+        self.0
+            .query_row(
+                "SELECT id, previous, version FROM function_alias_moves
+                 WHERE tenant_id = ?1 AND name = ?2 AND alias = ?3
+                   AND is_rollback = 0 AND undone = 0
+                 ORDER BY id DESC LIMIT 1",
+                params![tenant_id, name, alias],
+                |r| {
+                    Ok(AliasMove {
+                        id: r.get(0)?,
+                        previous: r.get(1)?,
+                        version: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .doing("looking up an alias's history")
+    }
+
+    fn mark_alias_move_undone(&self, id: i64) -> Result<()> {
+        self.0
+            .execute(
+                "UPDATE function_alias_moves SET undone = 1 WHERE id = ?1",
+                [id],
+            )
+            .doing("recording a rollback")?;
+        Ok(())
+    }
+
+    fn setting(&self, name: &str) -> Result<Option<String>> {
+        self.0
+            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .doing("reading a setting")
+    }
+
+    fn set_setting(&self, name: &str, value: &str) -> Result<()> {
+        self.0
+            .execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name, value],
+            )
+            .doing("writing a setting")?;
+        Ok(())
     }
 }

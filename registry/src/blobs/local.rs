@@ -1,7 +1,7 @@
-//! The content-addressed blob store (function wasm, model files) in a local folder:
+//! The blob store's local folder backend (the embedded default):
 //! `<root>/sha256/<ab>/<64 hex>`, with uploads staged in `<root>/tmp/`. A blob is written once,
 //! hashed while it streams in, fsynced and renamed into place, so a path that exists always holds
-//! complete bytes. Ownership of blobs per tenant is recorded by the registry, not here.
+//! complete bytes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 
+use super::BoxError;
 use crate::keys::sync_dir;
 use crate::{BlobInfo, RegistryError, validate};
 
@@ -22,21 +23,17 @@ const BUFFER: usize = 256 * 1024;
 /// Staged uploads older than this are removed when the store opens (left by a crash).
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
-/// The boxed error a body stream may yield (what `hyper::Error`, `std::io::Error` and
-/// `Infallible` convert into).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// A content-addressed blob store in a local folder. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct BlobStore {
+pub(super) struct LocalStore {
     root: Arc<PathBuf>,
 }
 
-impl BlobStore {
+impl LocalStore {
     /// Opens (creating when needed) a store rooted at `root`, and clears stale staged uploads.
-    pub async fn open(root: &Path) -> anyhow::Result<BlobStore> {
+    pub(super) async fn open(root: &Path) -> anyhow::Result<LocalStore> {
         let root = root.to_path_buf();
-        let store = BlobStore {
+        let store = LocalStore {
             root: Arc::new(root.clone()),
         };
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -53,12 +50,12 @@ impl BlobStore {
     }
 
     /// The folder the store lives in.
-    pub fn root(&self) -> &Path {
+    pub(super) fn root(&self) -> &Path {
         &self.root
     }
 
     /// Whether the store's folders are there (for /readyz).
-    pub async fn ping(&self) -> Result<(), RegistryError> {
+    pub(super) async fn ping(&self) -> Result<(), RegistryError> {
         for dir in ["sha256", "tmp"] {
             let path = self.root.join(dir);
             let meta = tokio::fs::metadata(&path)
@@ -83,7 +80,7 @@ impl BlobStore {
     /// `BadRequest` naming both; a stream error -> `BadRequest`. The temp file is removed on every
     /// error path, including when the returned future is dropped. Storing bytes that are already
     /// present succeeds and leaves one file.
-    pub async fn put_stream<S, E>(
+    pub(super) async fn put_stream<S, E>(
         &self,
         body: S,
         expected_sha256: Option<&str>,
@@ -108,7 +105,7 @@ impl BlobStore {
     }
 
     /// Stores a copy of the file at `path` (no size cap).
-    pub async fn put_file(
+    pub(super) async fn put_file(
         &self,
         path: &Path,
         expected_sha256: Option<&str>,
@@ -135,7 +132,7 @@ impl BlobStore {
     }
 
     /// The path of a stored blob; `NotFound` when it is absent.
-    pub async fn path(&self, sha256: &str) -> Result<PathBuf, RegistryError> {
+    pub(super) async fn path(&self, sha256: &str) -> Result<PathBuf, RegistryError> {
         validate::digest(sha256)?;
         let path = self.blob_path(sha256);
         match tokio::fs::metadata(&path).await {
@@ -149,7 +146,7 @@ impl BlobStore {
     }
 
     /// The whole blob in memory, after checking that its bytes still hash to `sha256`.
-    pub async fn read(&self, sha256: &str) -> Result<Bytes, RegistryError> {
+    pub(super) async fn read(&self, sha256: &str) -> Result<Bytes, RegistryError> {
         let path = self.path(sha256).await?;
         let bytes = tokio::fs::read(&path)
             .await
@@ -169,12 +166,16 @@ impl BlobStore {
         Ok(Bytes::from(bytes))
     }
 
-    /// Whether a blob with this digest is stored (`false` for anything that is not a digest).
-    pub async fn exists(&self, sha256: &str) -> bool {
-        validate::is_digest(sha256)
-            && tokio::fs::metadata(self.blob_path(sha256))
-                .await
-                .is_ok_and(|m| m.is_file())
+    /// The size of a stored blob; `None` when it is absent. `sha256` must have been validated.
+    pub(super) async fn size(&self, sha256: &str) -> Result<Option<u64>, RegistryError> {
+        match tokio::fs::metadata(self.blob_path(sha256)).await {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e)
+                .context(format!("checking blob {sha256}"))
+                .into()),
+        }
     }
 
     /// `<root>/sha256/<ab>/<hex>`; `sha256` must have been validated.
@@ -198,7 +199,7 @@ struct Upload {
 }
 
 impl Upload {
-    async fn start(store: &BlobStore, max_bytes: u64) -> Result<Upload, RegistryError> {
+    async fn start(store: &LocalStore, max_bytes: u64) -> Result<Upload, RegistryError> {
         let dir = store.root.join("tmp");
         let (file, temp) = tokio::task::spawn_blocking(move || {
             tempfile::Builder::new()
@@ -236,7 +237,7 @@ impl Upload {
 
     async fn finish(
         mut self,
-        store: &BlobStore,
+        store: &LocalStore,
         expected_sha256: Option<&str>,
     ) -> Result<BlobInfo, RegistryError> {
         let sha256 = hex::encode(self.hasher.finalize());
