@@ -26,7 +26,12 @@ async fn put_stream_computes_the_sha256_and_stores_content_addressed() {
     let path = blobs.path(HELLO_SHA256).await.unwrap();
     assert_eq!(
         path,
-        blobs.local_root().unwrap().join("sha256").join("b9").join(HELLO_SHA256)
+        blobs
+            .local_root()
+            .unwrap()
+            .join("sha256")
+            .join("b9")
+            .join(HELLO_SHA256)
     );
     assert_eq!(
         blobs.read(HELLO_SHA256).await.unwrap(),

@@ -38,7 +38,10 @@ async fn nodes_starting_together_apply_each_migration_once() {
     }
     let client = connect(&url).await;
     let versions: Vec<i64> = client
-        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -94,7 +97,11 @@ async fn nodes_on_one_database_see_each_others_writes_at_once() {
     }
     let (one, two) = (&nodes[0], &nodes[1]);
 
-    let admin = one.bootstrap(None).await.unwrap().expect("first start makes a key");
+    let admin = one
+        .bootstrap(None)
+        .await
+        .unwrap()
+        .expect("first start makes a key");
     assert_eq!(two.bootstrap(None).await.unwrap(), None);
     assert_eq!(two.authenticate(&admin).await.unwrap().tenant, "default");
 
@@ -111,7 +118,10 @@ async fn nodes_on_one_database_see_each_others_writes_at_once() {
         };
         versions.push(one.create_function_version("default", new).await.unwrap().0);
     }
-    let resolved = two.resolve_function("default", "hello", None).await.unwrap();
+    let resolved = two
+        .resolve_function("default", "hello", None)
+        .await
+        .unwrap();
     assert_eq!(resolved, versions[1]);
 
     two.set_alias("default", "hello", "prod", &versions[0].version)
@@ -123,6 +133,9 @@ async fn nodes_on_one_database_see_each_others_writes_at_once() {
         .unwrap();
     assert_eq!(prod, versions[0]);
     one.rollback("default", "hello", "latest").await.unwrap();
-    let latest = two.resolve_function("default", "hello", None).await.unwrap();
+    let latest = two
+        .resolve_function("default", "hello", None)
+        .await
+        .unwrap();
     assert_eq!(latest, versions[0]);
 }

@@ -20,12 +20,11 @@ fn deploy(name: &str, wasm: &str, mode: &str) -> NewFunctionVersion {
 }
 
 /// Tenant `acme` with a wasm blob, and versions of `hello` deployed in the order given.
-async fn with_versions(
-    registry: &Registry,
-    modes: &[&str],
-) -> (String, Vec<FunctionVersion>) {
+async fn with_versions(registry: &Registry, modes: &[&str]) -> (String, Vec<FunctionVersion>) {
     registry.create_tenant("acme").await.unwrap();
-    let wasm = common::upload(registry, "acme", b"\0asm hello").await.sha256;
+    let wasm = common::upload(registry, "acme", b"\0asm hello")
+        .await
+        .sha256;
     let mut versions = Vec::new();
     for mode in modes {
         let (version, _) = registry
@@ -57,7 +56,10 @@ async fn rollback_walks_latest_back_through_its_history() {
     registry.rollback("acme", "hello", "latest").await.unwrap();
     assert_eq!(latest(&registry).await, v[0].version);
 
-    let err = registry.rollback("acme", "hello", "latest").await.unwrap_err();
+    let err = registry
+        .rollback("acme", "hello", "latest")
+        .await
+        .unwrap_err();
     assert!(matches!(err, RegistryError::Conflict(_)), "{err:?}");
     assert!(err.to_string().contains("no earlier version"), "{err}");
 
@@ -91,16 +93,28 @@ async fn rollback_of_a_named_alias_leaves_latest_alone() {
         .unwrap();
 
     let back = registry.rollback("acme", "hello", "prod").await.unwrap();
-    assert_eq!((back.alias.as_str(), back.version.as_str()), ("prod", v[0].version.as_str()));
+    assert_eq!(
+        (back.alias.as_str(), back.version.as_str()),
+        ("prod", v[0].version.as_str())
+    );
     let aliases = registry.aliases("acme", "hello").await.unwrap();
     assert_eq!(aliases["prod"], v[0].version);
     assert_eq!(aliases["latest"], v[1].version);
-    let err = registry.rollback("acme", "hello", "prod").await.unwrap_err();
+    let err = registry
+        .rollback("acme", "hello", "prod")
+        .await
+        .unwrap_err();
     assert!(matches!(err, RegistryError::Conflict(_)), "{err:?}");
 
-    let err = registry.rollback("acme", "hello", "canary").await.unwrap_err();
+    let err = registry
+        .rollback("acme", "hello", "canary")
+        .await
+        .unwrap_err();
     assert!(matches!(err, RegistryError::NotFound(_)), "{err:?}");
-    let err = registry.rollback("acme", "nope", "latest").await.unwrap_err();
+    let err = registry
+        .rollback("acme", "nope", "latest")
+        .await
+        .unwrap_err();
     assert!(matches!(err, RegistryError::NotFound(_)), "{err:?}");
 }
 
@@ -144,7 +158,10 @@ async fn delete_is_refused_while_an_alias_points_at_the_version() {
     assert!(matches!(err, RegistryError::NotFound(_)), "{err:?}");
 
     // prod pointed at the deleted version before: rolling back there is refused.
-    let err = registry.rollback("acme", "hello", "prod").await.unwrap_err();
+    let err = registry
+        .rollback("acme", "hello", "prod")
+        .await
+        .unwrap_err();
     match err {
         RegistryError::Conflict(message) => assert!(message.contains("deleted"), "{message}"),
         other => panic!("{other:?}"),
@@ -155,8 +172,12 @@ async fn delete_collects_the_blobs_nothing_uses_and_keeps_the_rest() {
     let (_dir, registry) = common::open_without_gc_grace().await;
     registry.create_tenant("acme").await.unwrap();
     registry.create_tenant("other").await.unwrap();
-    let only_v1 = common::upload(&registry, "acme", b"\0asm only in v1").await.sha256;
-    let shared = common::upload(&registry, "acme", b"\0asm shared").await.sha256;
+    let only_v1 = common::upload(&registry, "acme", b"\0asm only in v1")
+        .await
+        .sha256;
+    let shared = common::upload(&registry, "acme", b"\0asm shared")
+        .await
+        .sha256;
     let model = common::push_model(&registry, "acme", "resnet", b"model bytes").await;
     // Tenant `other` uses the shared wasm in a function of its own.
     common::upload(&registry, "other", b"\0asm shared").await;
@@ -195,12 +216,27 @@ async fn delete_collects_the_blobs_nothing_uses_and_keeps_the_rest() {
         .unwrap();
     assert_eq!(deleted.collected_blobs, vec![only_v1.clone()]);
     assert!(!registry.blobs().exists(&only_v1).await);
-    assert_eq!(registry.tenant_has_blob("acme", &only_v1).await.unwrap(), None);
+    assert_eq!(
+        registry.tenant_has_blob("acme", &only_v1).await.unwrap(),
+        None
+    );
     for kept in [&shared, &model.sha256] {
         assert!(registry.blobs().exists(kept).await, "{kept} was collected");
     }
-    assert!(registry.tenant_has_blob("acme", &shared).await.unwrap().is_some());
-    assert!(registry.tenant_has_blob("other", &shared).await.unwrap().is_some());
+    assert!(
+        registry
+            .tenant_has_blob("acme", &shared)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        registry
+            .tenant_has_blob("other", &shared)
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // A collected wasm can be uploaded and deployed again.
     let again = common::upload(&registry, "acme", b"\0asm only in v1").await;
@@ -217,15 +253,26 @@ async fn garbage_collection_spares_recent_uploads() {
     let (_dir, registry) = common::open().await;
     registry.create_tenant("acme").await.unwrap();
     let unused = common::upload(&registry, "acme", b"uploaded, never deployed").await;
-    assert_eq!(registry.collect_garbage().await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        registry.collect_garbage().await.unwrap(),
+        Vec::<String>::new()
+    );
     assert!(registry.blobs().exists(&unused.sha256).await);
-    assert!(registry.tenant_has_blob("acme", &unused.sha256).await.unwrap().is_some());
+    assert!(
+        registry
+            .tenant_has_blob("acme", &unused.sha256)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 async fn concurrent_deploys_of_one_function_are_all_recorded() {
     let (_dir, registry) = common::open().await;
     registry.create_tenant("acme").await.unwrap();
-    let wasm = common::upload(&registry, "acme", b"\0asm hello").await.sha256;
+    let wasm = common::upload(&registry, "acme", b"\0asm hello")
+        .await
+        .sha256;
     const DEPLOYS: usize = 8;
     let deploys = (0..DEPLOYS).map(|i| {
         let registry = registry.clone();
@@ -264,7 +311,10 @@ async fn concurrent_deploys_of_one_function_are_all_recorded() {
         let moved = registry.rollback("acme", "hello", "latest").await.unwrap();
         assert!(deployed.contains(&moved.version));
     }
-    let err = registry.rollback("acme", "hello", "latest").await.unwrap_err();
+    let err = registry
+        .rollback("acme", "hello", "latest")
+        .await
+        .unwrap_err();
     assert!(matches!(err, RegistryError::Conflict(_)), "{err:?}");
 }
 

@@ -89,7 +89,8 @@ impl Admission {
                     gate.waiting.fetch_sub(1, Ordering::AcqRel);
                     return Err(Rejected::QueueFull { concurrency, queue });
                 }
-                let waited = tokio::time::timeout(max_wait, gate.slots.clone().acquire_owned()).await;
+                let waited =
+                    tokio::time::timeout(max_wait, gate.slots.clone().acquire_owned()).await;
                 gate.waiting.fetch_sub(1, Ordering::AcqRel);
                 match waited {
                     Ok(Ok(permit)) => permit,

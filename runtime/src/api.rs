@@ -35,28 +35,42 @@ pub async fn handle(
         (&Method::GET, ["models", name]) => model_versions(state, req, name).await,
         (&Method::POST, ["functions"]) => create_function(state, req).await,
         (&Method::GET, ["functions"]) => list_functions(state, req).await,
-        (&Method::GET, ["functions", name, "versions"]) => function_versions(state, req, name).await,
+        (&Method::GET, ["functions", name, "versions"]) => {
+            function_versions(state, req, name).await
+        }
         (&Method::DELETE, ["functions", name, "versions", version]) => {
             versions::delete_version(state, req, name, version).await
         }
-        (&Method::GET, ["functions", name, "aliases"]) => versions::list_aliases(state, req, name).await,
+        (&Method::GET, ["functions", name, "aliases"]) => {
+            versions::list_aliases(state, req, name).await
+        }
         (&Method::PUT, ["functions", name, "aliases", alias]) => {
             versions::set_alias(state, req, name, alias).await
         }
-        (&Method::POST, ["functions", name, "rollback"]) => versions::rollback(state, req, name).await,
+        (&Method::POST, ["functions", name, "rollback"]) => {
+            versions::rollback(state, req, name).await
+        }
         (&Method::POST, ["tenants"]) => tenants::create_tenant(state, req).await,
         (&Method::GET, ["tenants"]) => tenants::list_tenants(state, req).await,
         (&Method::POST, ["keys"]) => tenants::create_key(state, req).await,
         (&Method::GET, ["keys"]) => tenants::list_keys(state, req).await,
         (&Method::DELETE, ["keys", id]) => tenants::revoke_key(state, req, id).await,
-        (_, ["whoami" | "blobs" | "models" | "functions" | "tenants" | "keys", ..]) => Err(ApiError::method_not_allowed(
-            format!("{method} is not allowed on /v1/{path}"),
-        )),
+        (
+            _,
+            [
+                "whoami" | "blobs" | "models" | "functions" | "tenants" | "keys",
+                ..,
+            ],
+        ) => Err(ApiError::method_not_allowed(format!(
+            "{method} is not allowed on /v1/{path}"
+        ))),
         _ => Err(ApiError::not_found(format!("no such endpoint: /v1/{path}"))),
     }
 }
 
-pub(crate) async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, ApiError> {
+pub(crate) async fn read_json<T: for<'de> Deserialize<'de>>(
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
     let bytes = Limited::new(req.into_body(), MAX_JSON_BYTES)
         .collect()
         .await
@@ -66,7 +80,10 @@ pub(crate) async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incomin
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-pub(crate) fn ok(status: StatusCode, value: impl serde::Serialize) -> Result<Response<Body>, ApiError> {
+pub(crate) fn ok(
+    status: StatusCode,
+    value: impl serde::Serialize,
+) -> Result<Response<Body>, ApiError> {
     let value = serde_json::to_value(value)
         .map_err(|e| ApiError::internal(format!("encoding the answer: {e}")))?;
     Ok(json(status, &value))
@@ -108,7 +125,10 @@ async fn upload_blob(state: &AppState, req: Request<Incoming>) -> Result<Respons
         .registry
         .record_blob(&principal.tenant, &blob.sha256, blob.size)
         .await?;
-    ok(StatusCode::CREATED, json!({"sha256": blob.sha256, "size": blob.size}))
+    ok(
+        StatusCode::CREATED,
+        json!({"sha256": blob.sha256, "size": blob.size}),
+    )
 }
 
 fn content_length(req: &Request<Incoming>) -> Option<u64> {
@@ -126,7 +146,11 @@ async fn blob_exists(
     sha: &str,
 ) -> Result<Response<Body>, ApiError> {
     let principal = auth::require(&req, Scope::Deploy)?;
-    match state.registry.tenant_has_blob(&principal.tenant, sha).await? {
+    match state
+        .registry
+        .tenant_has_blob(&principal.tenant, sha)
+        .await?
+    {
         Some(size) => Ok(Response::builder()
             .status(StatusCode::OK)
             .header("x-nimbus-size", size)
@@ -153,7 +177,10 @@ fn default_target() -> String {
     "cpu".to_owned()
 }
 
-async fn create_model(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn create_model(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let principal = auth::require(&req, Scope::Deploy)?;
     let body: CreateModel = read_json(req).await?;
     if body.engine.parse::<nimbus_engines::EngineKind>().is_err() {
@@ -181,7 +208,14 @@ async fn create_model(state: &AppState, req: Request<Incoming>) -> Result<Respon
             },
         )
         .await?;
-    ok(if created { StatusCode::CREATED } else { StatusCode::OK }, version)
+    ok(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        version,
+    )
 }
 
 async fn list_models(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -196,8 +230,14 @@ async fn model_versions(
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
     let principal = auth::caller(&req)?;
-    let versions = state.registry.model_versions(&principal.tenant, name).await?;
-    ok(StatusCode::OK, json!({ "name": name, "versions": versions }))
+    let versions = state
+        .registry
+        .model_versions(&principal.tenant, name)
+        .await?;
+    ok(
+        StatusCode::OK,
+        json!({ "name": name, "versions": versions }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -258,7 +298,14 @@ async fn create_function(
             },
         )
         .await?;
-    ok(if created { StatusCode::CREATED } else { StatusCode::OK }, version)
+    ok(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        version,
+    )
 }
 
 async fn list_functions(
@@ -280,5 +327,8 @@ async fn function_versions(
         .registry
         .function_versions(&principal.tenant, name)
         .await?;
-    ok(StatusCode::OK, json!({ "name": name, "versions": versions }))
+    ok(
+        StatusCode::OK,
+        json!({ "name": name, "versions": versions }),
+    )
 }

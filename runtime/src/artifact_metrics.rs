@@ -53,7 +53,10 @@ impl ArtifactMetrics {
         let seconds = |counter: &AtomicU64| get(counter) as f64 / 1e6;
         let mut out = String::new();
         let mut sample = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
         sample(
             "nimbus_artifact_downloads_total",

@@ -87,7 +87,10 @@ impl Artifacts {
             let dir = cache_dir.to_path_buf();
             let metrics = metrics.clone();
             let bytes = cache_mb.saturating_mul(1 << 20);
-            Some(tokio::task::spawn_blocking(move || DiskCache::open(&dir, bytes, metrics)).await??)
+            Some(
+                tokio::task::spawn_blocking(move || DiskCache::open(&dir, bytes, metrics))
+                    .await??,
+            )
         };
         Ok(Artifacts {
             inner: Arc::new(Inner {
@@ -101,7 +104,11 @@ impl Artifacts {
 
     /// The verified bytes of the artifact `sha256`: the store's copy, or the object at `uri`
     /// (`s3://bucket/key`) when given.
-    pub async fn read(&self, sha256: &str, uri: Option<&str>) -> Result<ArtifactBytes, ArtifactError> {
+    pub async fn read(
+        &self,
+        sha256: &str,
+        uri: Option<&str>,
+    ) -> Result<ArtifactBytes, ArtifactError> {
         let Some(cache) = &self.inner.cache else {
             // The local folder: read in place (BlobStore::read checks the digest).
             let started = Instant::now();
@@ -118,7 +125,10 @@ impl Artifacts {
             let fetched = self.fetch(sha256, uri.clone()).await?;
             let path = fetched.file.path.clone();
             let bytes = tokio::fs::read(&path).await.map_err(|e| {
-                ArtifactError::Failed(format!("reading the cached artifact {}: {e}", path.display()))
+                ArtifactError::Failed(format!(
+                    "reading the cached artifact {}: {e}",
+                    path.display()
+                ))
             })?;
             if let Some(stats) = fetched.downloaded {
                 return Ok(ArtifactBytes {
@@ -152,9 +162,17 @@ impl Artifacts {
 
     /// The artifact from the disk cache, else from the download in progress, else from a new one.
     async fn fetch(&self, sha256: &str, uri: Option<S3Uri>) -> Result<Fetched, ArtifactError> {
-        let cache = self.inner.cache.clone().expect("fetch is only used with a disk cache");
+        let cache = self
+            .inner
+            .cache
+            .clone()
+            .expect("fetch is only used with a disk cache");
         let shared = {
-            let mut in_flight = self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            let mut in_flight = self
+                .inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             // Checked under the lock: a download joins the cache before it leaves `in_flight`.
             if let Some(file) = cache.get(sha256) {
                 self.inner.metrics.artifacts.record_cache_hit();
@@ -181,7 +199,9 @@ impl Artifacts {
                     });
                     async move {
                         task.await.unwrap_or_else(|e| {
-                            Err(ArtifactError::Failed(format!("the download task failed: {e}")))
+                            Err(ArtifactError::Failed(format!(
+                                "the download task failed: {e}"
+                            )))
                         })
                     }
                     .boxed()
@@ -215,7 +235,9 @@ impl Inner {
         let file = cache
             .insert(sha256, downloaded.file, size)
             .map_err(|e| ArtifactError::Failed(format!("{e:#}")))?;
-        self.metrics.artifacts.record_download(size, stats.elapsed, stats.hashing);
+        self.metrics
+            .artifacts
+            .record_download(size, stats.elapsed, stats.hashing);
         tracing::info!(
             %source,
             bytes = size,

@@ -228,7 +228,7 @@ pub struct StorageConfig {
     #[arg(long, env = "NIMBUS_S3_PROFILE")]
     pub s3_profile: Option<String>,
 
-    /// When requests carry CRC checksums: when-supported (AWS's default) or when-required (for
+    /// When uploads carry CRC checksums: when-supported (AWS's default) or when-required (for
     /// S3-compatible services that reject them). Blobs are verified by sha256 either way.
     #[arg(long, env = "NIMBUS_S3_CHECKSUMS", default_value = "when-supported")]
     pub s3_checksums: nimbus_registry::ChecksumMode,
@@ -274,9 +274,9 @@ impl StorageConfig {
                 secret_access_key: secret.clone(),
                 session_token: None,
             },
-            (Some(_), None, None) | (None, Some(_), _) => anyhow::bail!(
-                "--s3-access-key-id and --s3-secret-access-key go together"
-            ),
+            (Some(_), None, None) | (None, Some(_), _) => {
+                anyhow::bail!("--s3-access-key-id and --s3-secret-access-key go together")
+            }
             (None, None, Some(profile)) => S3Credentials::Profile(profile.clone()),
             (None, None, None) => S3Credentials::Environment,
         };

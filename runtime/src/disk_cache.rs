@@ -93,17 +93,26 @@ impl State {
 impl DiskCache {
     /// Opens the cache in `dir` with room for `capacity_bytes`: clears unfinished downloads and
     /// indexes the files already there, evicting down to the bound if it shrank. Blocking.
-    pub fn open(dir: &Path, capacity_bytes: u64, metrics: Arc<Metrics>) -> anyhow::Result<Arc<DiskCache>> {
+    pub fn open(
+        dir: &Path,
+        capacity_bytes: u64,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<DiskCache>> {
         let files = dir.join("sha256");
         let tmp = dir.join("tmp");
         for folder in [&files, &tmp] {
-            std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
+            std::fs::create_dir_all(folder)
+                .with_context(|| format!("creating {}", folder.display()))?;
         }
-        for entry in std::fs::read_dir(&tmp).with_context(|| format!("reading {}", tmp.display()))? {
+        for entry in
+            std::fs::read_dir(&tmp).with_context(|| format!("reading {}", tmp.display()))?
+        {
             let _ = std::fs::remove_file(entry?.path());
         }
         let mut found = Vec::new();
-        for entry in std::fs::read_dir(&files).with_context(|| format!("reading {}", files.display()))? {
+        for entry in
+            std::fs::read_dir(&files).with_context(|| format!("reading {}", files.display()))?
+        {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let meta = entry.metadata()?;
@@ -112,14 +121,25 @@ impl DiskCache {
                 let _ = std::fs::remove_file(entry.path());
                 continue;
             }
-            found.push((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), name, meta.len()));
+            found.push((
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                name,
+                meta.len(),
+            ));
         }
         found.sort();
         let mut state = State::default();
         for (_, sha, size) in found {
             let last_used = state.tick();
             state.used += size;
-            state.entries.insert(sha, Entry { size, last_used, pins: 0 });
+            state.entries.insert(
+                sha,
+                Entry {
+                    size,
+                    last_used,
+                    pins: 0,
+                },
+            );
         }
         let cache = Arc::new(DiskCache {
             dir: dir.to_path_buf(),
@@ -168,7 +188,12 @@ impl DiskCache {
     /// Moves a verified download into the cache and returns it pinned, evicting least recently
     /// used artifacts to stay within the bound. An artifact larger than the whole cache is kept
     /// only while in use.
-    pub fn insert(self: &Arc<Self>, sha256: &str, file: TempPath, size: u64) -> anyhow::Result<CachedFile> {
+    pub fn insert(
+        self: &Arc<Self>,
+        sha256: &str,
+        file: TempPath,
+        size: u64,
+    ) -> anyhow::Result<CachedFile> {
         let path = self.file_path(sha256);
         file.persist(&path)
             .map_err(|e| e.error)
@@ -178,7 +203,11 @@ impl DiskCache {
             let last_used = state.tick();
             let previous = state.entries.insert(
                 sha256.to_owned(),
-                Entry { size, last_used, pins: 1 },
+                Entry {
+                    size,
+                    last_used,
+                    pins: 1,
+                },
             );
             if let Some(previous) = previous {
                 // Re-fetched after its file went bad: same digest, same bytes.
@@ -219,9 +248,15 @@ impl DiskCache {
         for (sha256, size) in evicted {
             let path = self.file_path(&sha256);
             match std::fs::remove_file(&path) {
-                Ok(()) => tracing::info!(sha256, bytes = size, "evicted an artifact from the disk cache"),
+                Ok(()) => tracing::info!(
+                    sha256,
+                    bytes = size,
+                    "evicted an artifact from the disk cache"
+                ),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove an evicted artifact"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove an evicted artifact")
+                }
             }
             self.metrics.artifacts.record_eviction();
         }
@@ -274,7 +309,11 @@ mod tests {
         let cache = DiskCache::open(dir.path(), 15, Default::default()).unwrap();
         let first = cache.insert(&sha(1), staged(&cache, &[1; 10]), 10).unwrap();
         let second = cache.insert(&sha(2), staged(&cache, &[2; 10]), 10).unwrap();
-        assert_eq!(cached(dir.path()).len(), 2, "both in use: over the bound for now");
+        assert_eq!(
+            cached(dir.path()).len(),
+            2,
+            "both in use: over the bound for now"
+        );
         drop(first);
         assert_eq!(cached(dir.path()), vec![sha(2)]);
         assert_eq!(std::fs::read(&second.path).unwrap(), vec![2; 10]);
@@ -295,7 +334,10 @@ mod tests {
         // Reopened smaller: the two least recently used (2, then 3) go.
         let cache = DiskCache::open(dir.path(), 10, Default::default()).unwrap();
         assert_eq!(cached(dir.path()), vec![sha(1)]);
-        assert_eq!(std::fs::read(cache.get(&sha(1)).unwrap().path).unwrap(), vec![1; 10]);
+        assert_eq!(
+            std::fs::read(cache.get(&sha(1)).unwrap().path).unwrap(),
+            vec![1; 10]
+        );
         assert_eq!(std::fs::read_dir(cache.staging_dir()).unwrap().count(), 0);
     }
 

@@ -18,9 +18,9 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::admission::Rejected;
+use crate::artifacts::ArtifactError;
 use crate::auth;
 use crate::errors::{ApiError, Body};
-use crate::artifacts::ArtifactError;
 use crate::models::{BoundModels, UnavailableModel};
 use crate::sandbox::{InstanceLimits, PreparedStore};
 use crate::server::AppState;
@@ -42,9 +42,18 @@ pub async fn handle(
     };
     // The front checked the key (if any) and charged it; see `Auth::identify`.
     let principal = auth::optional_caller(&req);
-    let not_found = || ApiError::not_found(format!("function `{function}` not found in tenant `{tenant}`"));
-    let missing_key = || ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`");
-    let version = match state.registry.resolve_function(tenant, name, selector).await {
+    let not_found = || {
+        ApiError::not_found(format!(
+            "function `{function}` not found in tenant `{tenant}`"
+        ))
+    };
+    let missing_key =
+        || ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`");
+    let version = match state
+        .registry
+        .resolve_function(tenant, name, selector)
+        .await
+    {
         Ok(version) => version,
         // Without a key, say nothing about what exists.
         Err(RegistryError::NotFound(_)) if principal.is_none() => return Err(missing_key()),
@@ -78,10 +87,16 @@ pub async fn handle(
     }
 
     let limits = InstanceLimits {
-        memory_bytes: (version.limits.memory_mb.unwrap_or(state.config.default_memory_mb) as usize)
+        memory_bytes: (version
+            .limits
+            .memory_mb
+            .unwrap_or(state.config.default_memory_mb) as usize)
             << 20,
         timeout: Duration::from_millis(
-            version.limits.timeout_ms.unwrap_or(state.config.default_timeout_ms),
+            version
+                .limits
+                .timeout_ms
+                .unwrap_or(state.config.default_timeout_ms),
         ),
     };
     let concurrency = version
@@ -99,13 +114,17 @@ pub async fn handle(
         )
         .await
         .map_err(|r| rejected(function, r))?;
-    let pre = state.sandbox.function(&version.wasm_sha256).await.map_err(|e| {
-        let message = format!("function `{function}` could not be loaded: {e:#}");
-        match e.downcast_ref::<ArtifactError>() {
-            Some(ArtifactError::Unavailable(_)) => ApiError::unavailable(message),
-            _ => ApiError::internal(message),
-        }
-    })?;
+    let pre = state
+        .sandbox
+        .function(&version.wasm_sha256)
+        .await
+        .map_err(|e| {
+            let message = format!("function `{function}` could not be loaded: {e:#}");
+            match e.downcast_ref::<ArtifactError>() {
+                Some(ArtifactError::Unavailable(_)) => ApiError::unavailable(message),
+                _ => ApiError::internal(message),
+            }
+        })?;
 
     let guest_request = guest_request(req, rest, max_body)?;
     // A bound model whose file cannot be fetched makes the answer a 503 naming it, whatever the
@@ -117,13 +136,17 @@ pub async fn handle(
         unavailable: unavailable.clone(),
     };
     let nn = WasiNnCtx::new(Arc::new(provider), state.nn_limits);
+    let store_started = std::time::Instant::now();
     let PreparedStore { mut store, stderr } = state.sandbox.store(nn, &version.env, &limits);
+    let store_took = store_started.elapsed();
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let incoming = store
         .data_mut()
         .http()
         .new_incoming_request(Scheme::Http, guest_request)
-        .map_err(|e| ApiError::bad_request(format!("the request cannot be given to a guest: {e}")))?;
+        .map_err(|e| {
+            ApiError::bad_request(format!("the request cannot be given to a guest: {e}"))
+        })?;
     let outparam = store
         .data_mut()
         .http()
@@ -138,7 +161,9 @@ pub async fn handle(
         let _slot = slot;
         let _in_flight = metrics.instance_started();
         let run = async {
+            let instantiate_started = std::time::Instant::now();
             let proxy = pre.instantiate_async(&mut store).await?;
+            metrics.record_instance_start(store_took + instantiate_started.elapsed());
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, outparam)
@@ -208,7 +233,10 @@ pub async fn handle(
     // body. Responses are bounded by --max-response-bytes.
     let (parts, body) = response.into_parts();
     let max_response = state.config.max_response_bytes;
-    match http_body_util::Limited::new(body, max_response).collect().await {
+    match http_body_util::Limited::new(body, max_response)
+        .collect()
+        .await
+    {
         Ok(collected) => Ok(Response::from_parts(
             parts,
             crate::errors::full(collected.to_bytes()),
@@ -253,9 +281,11 @@ fn rejected(function: &str, rejected: Rejected) -> ApiError {
 }
 
 fn is_memory_limit(error: &wasmtime::Error) -> bool {
-    error
-        .chain()
-        .any(|cause| cause.to_string().contains("forcing trap when growing memory"))
+    error.chain().any(|cause| {
+        cause
+            .to_string()
+            .contains("forcing trap when growing memory")
+    })
 }
 
 enum GuestFailure {
@@ -264,7 +294,10 @@ enum GuestFailure {
 }
 
 fn is_interrupt(error: &wasmtime::Error) -> bool {
-    matches!(error.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt))
+    matches!(
+        error.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    )
 }
 
 /// The trap and its context, on one line (the wasm backtrace stays in the logs).

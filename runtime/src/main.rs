@@ -84,7 +84,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let path = config.data_dir.join("admin.key");
         write_secret(&path, &key)?;
         // The one time the key is shown; it goes to stdout, never to the logs.
-        println!("admin key of tenant `default` (shown once, kept in {}):\n{key}", path.display());
+        println!(
+            "admin key of tenant `default` (shown once, kept in {}):\n{key}",
+            path.display()
+        );
         std::io::stdout().flush()?;
     }
 
@@ -157,13 +160,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -69,7 +69,9 @@ impl ModelCache {
         let loaded = moka::future::Cache::builder()
             // Weighted in KiB of model file so the total fits a u32 weight per entry.
             .weigher(|_key: &ModelKey, loaded: &LoadedModel| {
-                u32::try_from(loaded.file_bytes / 1024).unwrap_or(u32::MAX).max(1)
+                u32::try_from(loaded.file_bytes / 1024)
+                    .unwrap_or(u32::MAX)
+                    .max(1)
             })
             .max_capacity(capacity_mb.saturating_mul(1024))
             // Plain LRU: a model loaded once is kept over an older one even while it is still
@@ -95,13 +97,19 @@ impl ModelCache {
         let engine: EngineKind = binding.engine.parse().map_err(|_| {
             LoadError::Engine(NnError::new(
                 ErrorCode::RuntimeError,
-                format!("model {} has unknown engine {}", binding.model, binding.engine),
+                format!(
+                    "model {} has unknown engine {}",
+                    binding.model, binding.engine
+                ),
             ))
         })?;
         let target: Target = binding.target.parse().map_err(|_| {
             LoadError::Engine(NnError::new(
                 ErrorCode::RuntimeError,
-                format!("model {} has unknown target {}", binding.model, binding.target),
+                format!(
+                    "model {} has unknown target {}",
+                    binding.model, binding.target
+                ),
             ))
         })?;
         let key = ModelKey {
@@ -113,7 +121,10 @@ impl ModelCache {
         let uri = binding.uri.clone();
         let name = format!("{}@{}", binding.model, binding.version);
         self.load(key, name, move |sha| async move {
-            artifacts.read(&sha, uri.as_deref()).await.map_err(LoadError::Artifact)
+            artifacts
+                .read(&sha, uri.as_deref())
+                .await
+                .map_err(LoadError::Artifact)
         })
         .await
     }
@@ -143,7 +154,12 @@ impl ModelCache {
         .map_err(NnError::from)
     }
 
-    async fn load<F, Fut>(&self, key: ModelKey, name: String, bytes: F) -> Result<Arc<dyn Model>, LoadError>
+    async fn load<F, Fut>(
+        &self,
+        key: ModelKey,
+        name: String,
+        bytes: F,
+    ) -> Result<Arc<dyn Model>, LoadError>
     where
         F: FnOnce(String) -> Fut,
         Fut: Future<Output = Result<ArtifactBytes, LoadError>>,
@@ -171,7 +187,10 @@ impl ModelCache {
                 })?
                 .map_err(|e| {
                     let e = NnError::from(e);
-                    LoadError::Engine(NnError::new(e.code, format!("loading {name}: {}", e.message)))
+                    LoadError::Engine(NnError::new(
+                        e.code,
+                        format!("loading {name}: {}", e.message),
+                    ))
                 })?;
                 let took = started.elapsed();
                 metrics.record_model_load(&engine.to_string(), took);

@@ -159,7 +159,9 @@ impl Sandbox {
 
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        let code_dir = data_dir.join("compiled").join(format!("{:016x}", hasher.finish()));
+        let code_dir = data_dir
+            .join("compiled")
+            .join(format!("{:016x}", hasher.finish()));
         std::fs::create_dir_all(&code_dir)
             .with_context(|| format!("creating {}", code_dir.display()))?;
 
@@ -182,17 +184,20 @@ impl Sandbox {
         self.compiled
             .try_get_with(sha.clone(), self.load_function(sha))
             .await
-            .map_err(|e: Arc<anyhow::Error>| match e.downcast_ref::<ArtifactError>() {
-                Some(artifact) => anyhow::Error::new(artifact.clone()),
-                None => anyhow::anyhow!("{e:#}"),
-            })
+            .map_err(
+                |e: Arc<anyhow::Error>| match e.downcast_ref::<ArtifactError>() {
+                    Some(artifact) => anyhow::Error::new(artifact.clone()),
+                    None => anyhow::anyhow!("{e:#}"),
+                },
+            )
     }
 
     async fn load_function(&self, sha: String) -> anyhow::Result<Arc<ProxyPre<GuestState>>> {
         let started = Instant::now();
         let code_path = self.code_dir.join(format!("{sha}.cwasm"));
         let engine = self.engine.clone();
-        let (component, compiled_now) = if tokio::fs::try_exists(&code_path).await.unwrap_or(false) {
+        let (component, compiled_now) = if tokio::fs::try_exists(&code_path).await.unwrap_or(false)
+        {
             let path = code_path.clone();
             // SAFETY: the file is code this process's engine configuration serialized into our own
             // data dir (its folder is keyed by the engine's compatibility hash); nothing else

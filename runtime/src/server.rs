@@ -91,32 +91,51 @@ pub async fn serve(
 }
 
 fn request_id(req: &Request<Incoming>, next: &AtomicU64) -> String {
-    if let Some(given) = req.headers().get("x-request-id").and_then(|v| v.to_str().ok())
+    if let Some(given) = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
         && !given.is_empty()
         && given.len() <= 64
-        && given.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && given
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         return given.to_owned();
     }
-    format!("{:x}-{:x}", std::process::id(), next.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{:x}-{:x}",
+        std::process::id(),
+        next.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 async fn handle(state: Arc<AppState>, req: Request<Incoming>, id: String) -> Response<Body> {
-    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let span =
+        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
     async move {
         let started = Instant::now();
-        let mut response = route(&state, req).await.unwrap_or_else(ApiError::into_response);
+        let mut response = route(&state, req)
+            .await
+            .unwrap_or_else(ApiError::into_response);
         if let Ok(value) = HeaderValue::from_str(&id) {
             response.headers_mut().insert("x-request-id", value);
         }
-        tracing::info!(status = response.status().as_u16(), ms = started.elapsed().as_secs_f64() * 1e3, "done");
+        tracing::info!(
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "done"
+        );
         response
     }
     .instrument(span)
     .await
 }
 
-async fn route(state: &Arc<AppState>, mut req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    state: &Arc<AppState>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_owned();
     let started = Instant::now();
     if let Some(rest) = path.strip_prefix("/fn/") {
@@ -124,7 +143,9 @@ async fn route(state: &Arc<AppState>, mut req: Request<Incoming>) -> Result<Resp
         let tenant = parts.next().unwrap_or_default().to_owned();
         let function = parts.next().unwrap_or_default().to_owned();
         if tenant.is_empty() || function.is_empty() {
-            return Err(ApiError::not_found("invoke a function at /fn/{tenant}/{function}[/path]"));
+            return Err(ApiError::not_found(
+                "invoke a function at /fn/{tenant}/{function}[/path]",
+            ));
         }
         let rest = parts.next().map(|r| format!("/{r}")).unwrap_or_default();
         // The key is checked (and charged) before anything else, for public functions too.
@@ -175,7 +196,11 @@ async fn readyz(state: &AppState) -> Response<Body> {
     };
     let ready = registry["ok"] == true && blobs["ok"] == true;
     let engines = serde_json::to_value(state.models.engines().status()).unwrap_or_default();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     json(
         status,
         &json!({

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+pub mod bench;
+pub mod load;
 pub mod postgres;
+pub mod s3;
 pub mod versions;
 use nimbus_client::{Client, Manifest};
 
@@ -87,7 +90,10 @@ pub fn guest_wasm(workspace: &str, crate_name: &str) -> PathBuf {
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .status()
             .expect("running cargo for the guests");
-        assert!(status.success(), "building the guests in {workspace} failed");
+        assert!(
+            status.success(),
+            "building the guests in {workspace} failed"
+        );
         built.push(workspace.to_owned());
     }
     let wasm = target_dir
@@ -127,7 +133,10 @@ impl Nimbusd {
     }
 
     /// Starts nimbusd on an existing data dir (a restart keeps its state).
-    pub fn start_in(data_dir: tempfile::TempDir, options: NimbusdOptions) -> anyhow::Result<Nimbusd> {
+    pub fn start_in(
+        data_dir: tempfile::TempDir,
+        options: NimbusdOptions,
+    ) -> anyhow::Result<Nimbusd> {
         let log_path = data_dir.path().with_extension("log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -215,7 +224,11 @@ impl Nimbusd {
 
     /// The value of one sample in `/metrics` (0 when absent).
     pub async fn metric(&self, sample: &str) -> f64 {
-        let (status, body) = self.anonymous().get("/metrics").await.expect("GET /metrics");
+        let (status, body) = self
+            .anonymous()
+            .get("/metrics")
+            .await
+            .expect("GET /metrics");
         assert_eq!(status, 200);
         let text = String::from_utf8_lossy(&body).into_owned();
         text.lines()
@@ -246,7 +259,11 @@ impl Nimbusd {
     /// The value of the first sample in `/metrics` whose line starts with `prefix` (0 when
     /// absent): for samples with more labels than the test cares about.
     pub async fn metric_matching(&self, prefix: &str) -> f64 {
-        let (status, body) = self.anonymous().get("/metrics").await.expect("GET /metrics");
+        let (status, body) = self
+            .anonymous()
+            .get("/metrics")
+            .await
+            .expect("GET /metrics");
         assert_eq!(status, 200);
         String::from_utf8_lossy(&body)
             .lines()

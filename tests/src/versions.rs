@@ -45,10 +45,20 @@ pub fn greeter(env: &[(&str, &str)]) -> Manifest {
 /// `GET /fn/default/<function>/ok`: status and body.
 pub async fn answer(client: &Client, function: &str) -> (u16, String) {
     let response = client
-        .invoke("default", function, "/ok", http::Method::GET, Vec::new(), &[])
+        .invoke(
+            "default",
+            function,
+            "/ok",
+            http::Method::GET,
+            Vec::new(),
+            &[],
+        )
         .await
         .expect("invoking");
-    (response.status, String::from_utf8_lossy(&response.body).into_owned())
+    (
+        response.status,
+        String::from_utf8_lossy(&response.body).into_owned(),
+    )
 }
 
 /// Deploys `hello` then `misbehave` as `greeter`, checks each answers, rolls `latest` back and
@@ -58,26 +68,44 @@ pub async fn rollback_restores_the_previous_answers(nimbusd: &Nimbusd) {
     let client = nimbusd.client();
     let v1 = client.deploy(&greeter(&[]), &hello_wasm()).await.unwrap();
     assert_eq!(answer(&client, FUNCTION).await, (200, HELLO.to_owned()));
-    let v2 = client.deploy(&greeter(&[]), &misbehave_wasm()).await.unwrap();
+    let v2 = client
+        .deploy(&greeter(&[]), &misbehave_wasm())
+        .await
+        .unwrap();
     assert_ne!(v1.version, v2.version);
     assert_eq!(answer(&client, FUNCTION).await, (200, MISBEHAVE.to_owned()));
 
     let moved = client.rollback(FUNCTION, None).await.unwrap();
-    assert_eq!((moved.version.as_str(), moved.previous.as_deref()), (v1.version.as_str(), Some(v2.version.as_str())));
+    assert_eq!(
+        (moved.version.as_str(), moved.previous.as_deref()),
+        (v1.version.as_str(), Some(v2.version.as_str()))
+    );
     assert_eq!(answer(&client, FUNCTION).await, (200, HELLO.to_owned()));
-    assert_eq!(answer(&client, &format!("{FUNCTION}@latest")).await, (200, HELLO.to_owned()));
+    assert_eq!(
+        answer(&client, &format!("{FUNCTION}@latest")).await,
+        (200, HELLO.to_owned())
+    );
     // The rolled-back version still answers by its version.
     let by_version = format!("{FUNCTION}@{}", v2.version);
-    assert_eq!(answer(&client, &by_version).await, (200, MISBEHAVE.to_owned()));
+    assert_eq!(
+        answer(&client, &by_version).await,
+        (200, MISBEHAVE.to_owned())
+    );
     // Nothing before v1: 409.
     let err = client.rollback(FUNCTION, None).await.unwrap_err();
     assert!(err.to_string().contains("409"), "{err}");
 
     // A named alias, moved and rolled back on its own.
-    client.set_alias(FUNCTION, "prod", &v2.version).await.unwrap();
+    client
+        .set_alias(FUNCTION, "prod", &v2.version)
+        .await
+        .unwrap();
     let prod = format!("{FUNCTION}@prod");
     assert_eq!(answer(&client, &prod).await, (200, MISBEHAVE.to_owned()));
-    client.set_alias(FUNCTION, "prod", &v1.version).await.unwrap();
+    client
+        .set_alias(FUNCTION, "prod", &v1.version)
+        .await
+        .unwrap();
     assert_eq!(answer(&client, &prod).await, (200, HELLO.to_owned()));
     client.rollback(FUNCTION, Some("prod")).await.unwrap();
     assert_eq!(answer(&client, &prod).await, (200, MISBEHAVE.to_owned()));
@@ -86,9 +114,18 @@ pub async fn rollback_restores_the_previous_answers(nimbusd: &Nimbusd) {
     assert_eq!(aliases["prod"], v2.version);
 
     // v2 is in use by prod: refused. Moved off, it goes, and so does its wasm.
-    let err = client.delete_version(FUNCTION, &v2.version).await.unwrap_err();
-    assert!(err.to_string().contains("409") && err.to_string().contains("prod"), "{err}");
-    client.set_alias(FUNCTION, "prod", &v1.version).await.unwrap();
+    let err = client
+        .delete_version(FUNCTION, &v2.version)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("409") && err.to_string().contains("prod"),
+        "{err}"
+    );
+    client
+        .set_alias(FUNCTION, "prod", &v1.version)
+        .await
+        .unwrap();
     let deleted = client.delete_version(FUNCTION, &v2.version).await.unwrap();
     assert_eq!(deleted.collected_blobs, vec![v2.wasm_sha256.clone()]);
     assert_eq!(answer(&client, &by_version).await.0, 404);
@@ -141,7 +178,10 @@ pub async fn only_complete_versions_are_visible(client: &Client) -> Vec<Function
     let versions = client.function_versions(FUNCTION).await.unwrap();
     let listed: BTreeSet<&str> = versions.iter().map(|v| v.version.as_str()).collect();
     for (alias, version) in client.aliases(FUNCTION).await.unwrap() {
-        assert!(listed.contains(version.as_str()), "alias {alias} -> {version}, not listed");
+        assert!(
+            listed.contains(version.as_str()),
+            "alias {alias} -> {version}, not listed"
+        );
     }
     for version in &versions {
         let (status, body) = answer(client, &format!("{FUNCTION}@{}", version.version)).await;
@@ -187,9 +227,15 @@ pub async fn a_deploy_killed_during_the_upload_leaves_no_version(options: Nimbus
     let versions = only_complete_versions_are_visible(&client).await;
     assert_eq!(versions.len(), 1);
     // The same deploy, done fully after the restart, works.
-    let v2 = client.deploy(&greeter(&[]), &misbehave_wasm()).await.unwrap();
+    let v2 = client
+        .deploy(&greeter(&[]), &misbehave_wasm())
+        .await
+        .unwrap();
     assert_eq!(answer(&client, FUNCTION).await, (200, MISBEHAVE.to_owned()));
-    assert_eq!(client.function_versions(FUNCTION).await.unwrap()[0].version, v2.version);
+    assert_eq!(
+        client.function_versions(FUNCTION).await.unwrap()[0].version,
+        v2.version
+    );
 }
 
 /// Kills nimbusd (SIGKILL) at several moments after a `POST /v1/functions` was sent, restarting

@@ -7,7 +7,14 @@ use serde_json::Value;
 async fn classify(nimbusd: &Nimbusd, function: &str, picture: &str) -> (String, f64) {
     let response = nimbusd
         .client()
-        .invoke("default", function, "/", http::Method::POST, image(picture), &[])
+        .invoke(
+            "default",
+            function,
+            "/",
+            http::Method::POST,
+            image(picture),
+            &[],
+        )
         .await
         .expect("invoking");
     assert_eq!(
@@ -53,13 +60,31 @@ async fn classifies_known_images_on_openvino() {
 #[tokio::test(flavor = "multi_thread")]
 async fn classifies_a_jpeg() {
     let nimbusd = Nimbusd::start();
-    deploy_classifier(&nimbusd.client(), "efficientnet", "onnxruntime", "classify-image").await;
+    deploy_classifier(
+        &nimbusd.client(),
+        "efficientnet",
+        "onnxruntime",
+        "classify-image",
+    )
+    .await;
     let response = nimbusd
         .client()
-        .invoke("default", "classify-image", "/", http::Method::POST, image("rocket.jpg"), &[])
+        .invoke(
+            "default",
+            "classify-image",
+            "/",
+            http::Method::POST,
+            image("rocket.jpg"),
+            &[],
+        )
         .await
         .expect("invoking");
-    assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
     let answer: Value = serde_json::from_slice(&response.body).unwrap();
     let probabilities: Vec<f64> = answer["top5"]
         .as_array()
@@ -67,5 +92,8 @@ async fn classifies_a_jpeg() {
         .iter()
         .map(|t| t["probability"].as_f64().unwrap())
         .collect();
-    assert!(probabilities.windows(2).all(|w| w[0] >= w[1]), "top5 sorted: {answer}");
+    assert!(
+        probabilities.windows(2).all(|w| w[0] >= w[1]),
+        "top5 sorted: {answer}"
+    );
 }

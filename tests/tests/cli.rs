@@ -27,17 +27,30 @@ fn push_deploy_and_invoke_through_the_cli() {
     let model = efficientnet();
     let (ok, stdout, stderr) = nimbus(
         &nimbusd,
-        &["model", "push", "efficientnet", model.to_str().unwrap(), "--engine", "openvino"],
+        &[
+            "model",
+            "push",
+            "efficientnet",
+            model.to_str().unwrap(),
+            "--engine",
+            "openvino",
+        ],
     );
     assert!(ok, "model push: {stderr}");
     let pushed: Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(pushed["engine"], "openvino");
     assert_eq!(pushed["version"].as_str().unwrap().len(), 12);
 
-    let (ok, stdout, stderr) = nimbus(&nimbusd, &["deploy", "functions/classify-image", "--no-build"]);
+    let (ok, stdout, stderr) = nimbus(
+        &nimbusd,
+        &["deploy", "functions/classify-image", "--no-build"],
+    );
     assert!(ok, "deploy: {stderr}");
     let deployed: Value = serde_json::from_slice(&stdout).unwrap();
-    assert_eq!(deployed["models"]["image-classifier"]["model"], "efficientnet");
+    assert_eq!(
+        deployed["models"]["image-classifier"]["model"],
+        "efficientnet"
+    );
 
     let image = model_file("testdata/camera.png");
     let data = format!("@{}", image.display());

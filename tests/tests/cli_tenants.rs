@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{deploy_hello, tenant};
+use common::{deploy_hello, deploy_hello_tagged, tenant};
 use nimbus_tests::{Nimbusd, binary, model_file, repo_root};
 use serde_json::Value;
 
@@ -237,6 +237,36 @@ async fn cli_tenant_a_cannot_invoke_b_function() {
     let own = nimbus(&nimbusd, &b_key, &["invoke", "b-hello"]);
     assert!(own.ok, "{}", own.stderr);
     assert_eq!(own.stdout, b"hello from nimbus");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_tenant_a_cannot_alias_roll_back_or_delete_b_function() {
+    let nimbusd = Nimbusd::start();
+    let a = tenant(&nimbusd, "alpha").await;
+    let b = tenant(&nimbusd, "beta").await;
+    let v1 = deploy_hello_tagged(&b.client, "b-hello", "1").await.version;
+    let v2 = deploy_hello_tagged(&b.client, "b-hello", "2").await.version;
+    let a_key = &a.admin_key;
+    failed_with(
+        &nimbus(&nimbusd, a_key, &["fn", "alias", "b-hello", "prod", &v1]),
+        404,
+    );
+    failed_with(&nimbus(&nimbusd, a_key, &["fn", "aliases", "b-hello"]), 404);
+    failed_with(
+        &nimbus(&nimbusd, a_key, &["fn", "rollback", "b-hello"]),
+        404,
+    );
+    failed_with(
+        &nimbus(&nimbusd, a_key, &["fn", "delete", "b-hello", &v1]),
+        404,
+    );
+    let aliases = nimbus(&nimbusd, &b.admin_key, &["fn", "aliases", "b-hello"]);
+    assert!(aliases.ok, "{}", aliases.stderr);
+    let aliases = aliases.json();
+    assert_eq!(aliases["latest"], v2.as_str(), "{aliases}");
+    assert!(aliases.get("prod").is_none(), "{aliases}");
+    let versions = nimbus(&nimbusd, &b.admin_key, &["fn", "versions", "b-hello"]).json();
+    assert_eq!(versions.as_array().unwrap().len(), 2, "{versions}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

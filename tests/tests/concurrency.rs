@@ -9,7 +9,9 @@ async fn fifty_concurrent_requests_share_one_model_load() {
     let client = nimbusd.client();
     deploy_classifier(&client, "efficientnet", "onnxruntime", "classify-image").await;
     assert_eq!(
-        nimbusd.metric("nimbus_model_loads_total{engine=\"onnxruntime\"}").await,
+        nimbusd
+            .metric("nimbus_model_loads_total{engine=\"onnxruntime\"}")
+            .await,
         0.0,
         "deploying does not load the model"
     );
@@ -20,19 +22,33 @@ async fn fifty_concurrent_requests_share_one_model_load() {
         let body = chelsea.clone();
         tokio::spawn(async move {
             client
-                .invoke("default", "classify-image", "/", http::Method::POST, body, &[])
+                .invoke(
+                    "default",
+                    "classify-image",
+                    "/",
+                    http::Method::POST,
+                    body,
+                    &[],
+                )
                 .await
         })
     });
     let responses = futures::future::join_all(requests).await;
     for response in responses {
         let response = response.unwrap().unwrap();
-        assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+        assert_eq!(
+            response.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
         let answer: Value = serde_json::from_slice(&response.body).unwrap();
         assert_eq!(answer["top5"][0]["label"], "tiger cat");
     }
     assert_eq!(
-        nimbusd.metric("nimbus_model_loads_total{engine=\"onnxruntime\"}").await,
+        nimbusd
+            .metric("nimbus_model_loads_total{engine=\"onnxruntime\"}")
+            .await,
         1.0,
         "50 concurrent first requests load the model once"
     );

@@ -7,15 +7,28 @@ fn error_of(body: &[u8]) -> (String, String) {
     let value: Value = serde_json::from_slice(body)
         .unwrap_or_else(|_| panic!("a JSON error body, got {}", String::from_utf8_lossy(body)));
     (
-        value["error"]["code"].as_str().expect("error.code").to_owned(),
-        value["error"]["message"].as_str().expect("error.message").to_owned(),
+        value["error"]["code"]
+            .as_str()
+            .expect("error.code")
+            .to_owned(),
+        value["error"]["message"]
+            .as_str()
+            .expect("error.message")
+            .to_owned(),
     )
 }
 
 async fn still_classifies(nimbusd: &Nimbusd) {
     let response = nimbusd
         .client()
-        .invoke("default", "classify-image", "/", http::Method::POST, image("coffee.png"), &[])
+        .invoke(
+            "default",
+            "classify-image",
+            "/",
+            http::Method::POST,
+            image("coffee.png"),
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(response.status, 200);
@@ -26,10 +39,23 @@ async fn still_classifies(nimbusd: &Nimbusd) {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_function_is_404_and_server_keeps_serving() {
     let nimbusd = Nimbusd::start();
-    deploy_classifier(&nimbusd.client(), "efficientnet", "onnxruntime", "classify-image").await;
+    deploy_classifier(
+        &nimbusd.client(),
+        "efficientnet",
+        "onnxruntime",
+        "classify-image",
+    )
+    .await;
     let response = nimbusd
         .client()
-        .invoke("default", "no-such-function", "/", http::Method::POST, vec![], &[])
+        .invoke(
+            "default",
+            "no-such-function",
+            "/",
+            http::Method::POST,
+            vec![],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(response.status, 404);
@@ -42,14 +68,36 @@ async fn unknown_function_is_404_and_server_keeps_serving() {
 #[tokio::test(flavor = "multi_thread")]
 async fn non_image_body_is_400_and_server_keeps_serving() {
     let nimbusd = Nimbusd::start();
-    deploy_classifier(&nimbusd.client(), "efficientnet", "onnxruntime", "classify-image").await;
-    for body in [b"this is not an image".to_vec(), Vec::new(), image("chelsea.png")[..1000].to_vec()] {
+    deploy_classifier(
+        &nimbusd.client(),
+        "efficientnet",
+        "onnxruntime",
+        "classify-image",
+    )
+    .await;
+    for body in [
+        b"this is not an image".to_vec(),
+        Vec::new(),
+        image("chelsea.png")[..1000].to_vec(),
+    ] {
         let response = nimbusd
             .client()
-            .invoke("default", "classify-image", "/", http::Method::POST, body, &[])
+            .invoke(
+                "default",
+                "classify-image",
+                "/",
+                http::Method::POST,
+                body,
+                &[],
+            )
             .await
             .unwrap();
-        assert_eq!(response.status, 400, "{}", String::from_utf8_lossy(&response.body));
+        assert_eq!(
+            response.status,
+            400,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
         let (code, message) = error_of(&response.body);
         assert_eq!(code, "bad_request");
         assert!(message.contains("PNG or JPEG"), "{message}");
@@ -69,7 +117,14 @@ async fn trapping_guest_is_500_with_the_trap_and_server_keeps_serving() {
         .unwrap();
 
     let response = client
-        .invoke("default", "misbehave", "/trap", http::Method::GET, vec![], &[])
+        .invoke(
+            "default",
+            "misbehave",
+            "/trap",
+            http::Method::GET,
+            vec![],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(response.status, 500);
@@ -78,11 +133,21 @@ async fn trapping_guest_is_500_with_the_trap_and_server_keeps_serving() {
     let message = value["error"]["message"].as_str().unwrap();
     assert!(message.contains("unreachable"), "trap message: {message}");
     let stderr = value["error"]["guest_stderr"].as_str().unwrap();
-    assert!(stderr.contains("guest panicked on purpose"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("guest panicked on purpose"),
+        "stderr: {stderr}"
+    );
 
     still_classifies(&nimbusd).await;
     let ok = client
-        .invoke("default", "misbehave", "/ok", http::Method::GET, vec![], &[])
+        .invoke(
+            "default",
+            "misbehave",
+            "/ok",
+            http::Method::GET,
+            vec![],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!((ok.status, &ok.body[..]), (200, &b"ok"[..]));
@@ -98,13 +163,27 @@ async fn looping_guest_is_stopped_by_its_time_limit() {
         .await
         .unwrap();
     let response = client
-        .invoke("default", "misbehave", "/loop", http::Method::GET, vec![], &[])
+        .invoke(
+            "default",
+            "misbehave",
+            "/loop",
+            http::Method::GET,
+            vec![],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(response.status, 504);
     assert_eq!(error_of(&response.body).0, "timeout");
     let ok = client
-        .invoke("default", "misbehave", "/ok", http::Method::GET, vec![], &[])
+        .invoke(
+            "default",
+            "misbehave",
+            "/ok",
+            http::Method::GET,
+            vec![],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(ok.status, 200);
@@ -113,20 +192,41 @@ async fn looping_guest_is_stopped_by_its_time_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn private_function_needs_a_valid_key() {
     let nimbusd = Nimbusd::start();
-    deploy_classifier(&nimbusd.client(), "efficientnet", "onnxruntime", "classify-image").await;
+    deploy_classifier(
+        &nimbusd.client(),
+        "efficientnet",
+        "onnxruntime",
+        "classify-image",
+    )
+    .await;
     let anonymous = nimbusd
         .anonymous()
-        .invoke("default", "classify-image", "/", http::Method::POST, image("coffee.png"), &[])
+        .invoke(
+            "default",
+            "classify-image",
+            "/",
+            http::Method::POST,
+            image("coffee.png"),
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(anonymous.status, 401);
     assert_eq!(error_of(&anonymous.body).0, "unauthorized");
 
-    let forged = nimbus_client::Client::new(&nimbusd.url, Some("nmb_aaaaaaaaaaaa_notthesecret".into()))
-        .unwrap()
-        .invoke("default", "classify-image", "/", http::Method::POST, image("coffee.png"), &[])
-        .await
-        .unwrap();
+    let forged =
+        nimbus_client::Client::new(&nimbusd.url, Some("nmb_aaaaaaaaaaaa_notthesecret".into()))
+            .unwrap()
+            .invoke(
+                "default",
+                "classify-image",
+                "/",
+                http::Method::POST,
+                image("coffee.png"),
+                &[],
+            )
+            .await
+            .unwrap();
     assert_eq!(forged.status, 401);
     assert_eq!(error_of(&forged.body).0, "unauthorized");
     still_classifies(&nimbusd).await;
@@ -136,7 +236,10 @@ async fn private_function_needs_a_valid_key() {
 async fn health_and_readiness_answer() {
     let nimbusd = Nimbusd::start();
     let (status, body) = nimbusd.anonymous().get("/healthz").await.unwrap();
-    assert_eq!((status, String::from_utf8_lossy(&body).contains("ok")), (200, true));
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).contains("ok")),
+        (200, true)
+    );
     let (status, body) = nimbusd.anonymous().get("/readyz").await.unwrap();
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let ready: Value = serde_json::from_slice(&body).unwrap();

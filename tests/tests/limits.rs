@@ -22,7 +22,11 @@ async fn deploy_guests(client: &Client, concurrency: Option<u32>) {
         .expect("deploying hello");
 }
 
-async fn call(client: &Client, function: &str, path: &str) -> (u16, Value, nimbus_client::InvokeResponse) {
+async fn call(
+    client: &Client,
+    function: &str,
+    path: &str,
+) -> (u16, Value, nimbus_client::InvokeResponse) {
     let response = client
         .invoke("default", function, path, http::Method::GET, vec![], &[])
         .await
@@ -42,8 +46,14 @@ async fn misbehave_beside_hello(nimbusd: &Nimbusd, path: &str) -> (u16, Value) {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, _, response) = call(&client, "hello", "/").await;
-    assert_eq!((status, &response.body[..]), (200, &b"hello from nimbus"[..]));
-    assert!(!bad.is_finished(), "{path} was still running while hello answered");
+    assert_eq!(
+        (status, &response.body[..]),
+        (200, &b"hello from nimbus"[..])
+    );
+    assert!(
+        !bad.is_finished(),
+        "{path} was still running while hello answered"
+    );
     let (status, value, _) = bad.await.unwrap();
     (status, value)
 }
@@ -55,7 +65,13 @@ async fn infinite_loop_is_504_while_others_are_served() {
     let (status, value) = misbehave_beside_hello(&nimbusd, "/loop").await;
     assert_eq!(status, 504, "{value}");
     assert_eq!(value["error"]["code"], "timeout");
-    assert!(value["error"]["message"].as_str().unwrap().contains("2000 ms"), "{value}");
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2000 ms"),
+        "{value}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -66,7 +82,10 @@ async fn memory_bomb_is_500_naming_the_limit() {
     assert_eq!(status, 500, "{value}");
     assert_eq!(value["error"]["code"], "guest_error");
     assert!(
-        value["error"]["message"].as_str().unwrap().contains("memory limit of 64 MiB"),
+        value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("memory limit of 64 MiB"),
         "{value}"
     );
     let (status, _, _) = call(&nimbusd.client(), "hello", "/").await;
@@ -94,7 +113,13 @@ async fn huge_output_is_refused_past_the_response_limit() {
     let (status, value, _) = call(&nimbusd.client(), "misbehave", "/huge-output").await;
     assert_eq!(status, 500, "{value}");
     assert_eq!(value["error"]["code"], "response_too_large");
-    assert!(value["error"]["message"].as_str().unwrap().contains("8388608"), "{value}");
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("8388608"),
+        "{value}"
+    );
     let (status, _, _) = call(&nimbusd.client(), "hello", "/").await;
     assert_eq!(status, 200);
 }
@@ -120,7 +145,11 @@ async fn concurrency_limit_queues_then_refuses_with_retry_after() {
             429 => {
                 refused += 1;
                 assert_eq!(value["error"]["code"], "too_many_requests");
-                let retry_after: u64 = response.headers["retry-after"].to_str().unwrap().parse().unwrap();
+                let retry_after: u64 = response.headers["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 assert!(retry_after >= 1);
             }
             other => panic!("unexpected status {other}: {value}"),
@@ -138,14 +167,29 @@ async fn concurrency_limit_queues_then_refuses_with_retry_after() {
 async fn restart_does_not_recompile() {
     let nimbusd = Nimbusd::start();
     deploy_guests(&nimbusd.client(), None).await;
-    assert_eq!(nimbusd.metric("nimbus_function_loads_total{source=\"compiled\"}").await, 2.0);
+    assert_eq!(
+        nimbusd
+            .metric("nimbus_function_loads_total{source=\"compiled\"}")
+            .await,
+        2.0
+    );
     let data_dir = nimbusd.stop();
 
     let nimbusd = Nimbusd::start_in(data_dir, NimbusdOptions::default()).unwrap();
     let (status, _, _) = call(&nimbusd.client(), "hello", "/").await;
     assert_eq!(status, 200);
-    assert_eq!(nimbusd.metric("nimbus_function_loads_total{source=\"compiled\"}").await, 0.0);
-    assert_eq!(nimbusd.metric("nimbus_function_loads_total{source=\"code_cache\"}").await, 1.0);
+    assert_eq!(
+        nimbusd
+            .metric("nimbus_function_loads_total{source=\"compiled\"}")
+            .await,
+        0.0
+    );
+    assert_eq!(
+        nimbusd
+            .metric("nimbus_function_loads_total{source=\"code_cache\"}")
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -166,6 +210,12 @@ async fn sigterm_drains_requests_in_flight() {
     let (status, _, response) = slow.await.unwrap();
     assert_eq!((status, &response.body[..]), (200, &b"slept 1200 ms"[..]));
     let exit = tokio::task::block_in_place(|| nimbusd.wait_exit(Duration::from_secs(10)));
-    assert!(exit.is_some_and(|s| s.success()), "nimbusd exits cleanly: {exit:?}");
-    assert!(client.get("/healthz").await.is_err(), "no new connections after shutdown");
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "nimbusd exits cleanly: {exit:?}"
+    );
+    assert!(
+        client.get("/healthz").await.is_err(),
+        "no new connections after shutdown"
+    );
 }

@@ -17,8 +17,16 @@ fn native_outputs(input: Vec<f32>) -> (Vec<f32>, Vec<f32>) {
         .expect("loading EfficientNet natively");
     let tensor = Tensor::from_array(([1usize, 3, 224, 224], input)).unwrap();
     let outputs = session.run(ort::inputs!["input" => tensor]).unwrap();
-    let logits = outputs["logits"].try_extract_tensor::<f32>().unwrap().1.to_vec();
-    let probs = outputs["probs"].try_extract_tensor::<f32>().unwrap().1.to_vec();
+    let logits = outputs["logits"]
+        .try_extract_tensor::<f32>()
+        .unwrap()
+        .1
+        .to_vec();
+    let probs = outputs["probs"]
+        .try_extract_tensor::<f32>()
+        .unwrap()
+        .1
+        .to_vec();
     (logits, probs)
 }
 
@@ -37,7 +45,14 @@ async fn guest_output_equals_native_onnxruntime() {
     deploy_classifier(&client, "efficientnet", "onnxruntime", "classify-image").await;
 
     let preprocessed = client
-        .invoke("default", "classify-image", "/preprocess", http::Method::POST, image("chelsea.png"), &[])
+        .invoke(
+            "default",
+            "classify-image",
+            "/preprocess",
+            http::Method::POST,
+            image("chelsea.png"),
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(preprocessed.status, 200);
@@ -49,10 +64,22 @@ async fn guest_output_equals_native_onnxruntime() {
         .collect();
 
     let guest = client
-        .invoke("default", "classify-image", "/outputs", http::Method::POST, image("chelsea.png"), &[])
+        .invoke(
+            "default",
+            "classify-image",
+            "/outputs",
+            http::Method::POST,
+            image("chelsea.png"),
+            &[],
+        )
         .await
         .unwrap();
-    assert_eq!(guest.status, 200, "{}", String::from_utf8_lossy(&guest.body));
+    assert_eq!(
+        guest.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&guest.body)
+    );
     let guest: Value = serde_json::from_slice(&guest.body).unwrap();
     let floats = |name: &str| -> Vec<f64> {
         guest["outputs"][name]["data"]
@@ -62,7 +89,10 @@ async fn guest_output_equals_native_onnxruntime() {
             .map(|v| v.as_f64().unwrap())
             .collect()
     };
-    assert_eq!(guest["outputs"]["probs"]["dims"], serde_json::json!([1, 1000]));
+    assert_eq!(
+        guest["outputs"]["probs"]["dims"],
+        serde_json::json!([1, 1000])
+    );
     assert_eq!(guest["outputs"]["probs"]["type"], "fp32");
 
     let (logits, probs) = tokio::task::spawn_blocking(move || native_outputs(input))

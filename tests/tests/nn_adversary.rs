@@ -7,11 +7,21 @@ use serde_json::Value;
 async fn call(nimbusd: &Nimbusd, route: &str, body: Vec<u8>) -> (u16, Value) {
     let response = nimbusd
         .client()
-        .invoke("default", "nn-adversary", route, http::Method::POST, body, &[])
+        .invoke(
+            "default",
+            "nn-adversary",
+            route,
+            http::Method::POST,
+            body,
+            &[],
+        )
         .await
         .unwrap();
     let value = serde_json::from_slice(&response.body).unwrap_or_else(|_| {
-        panic!("{route}: JSON body, got {}", String::from_utf8_lossy(&response.body))
+        panic!(
+            "{route}: JSON body, got {}",
+            String::from_utf8_lossy(&response.body)
+        )
     });
     (response.status, value)
 }
@@ -19,7 +29,11 @@ async fn call(nimbusd: &Nimbusd, route: &str, body: Vec<u8>) -> (u16, Value) {
 async fn still_works(nimbusd: &Nimbusd, after: &str) {
     let (status, value) = call(nimbusd, "/ok", vec![]).await;
     assert_eq!(status, 200, "after {after}: {value}");
-    assert_eq!(value["ok"]["outputs"], serde_json::json!(["logits", "probs"]), "after {after}");
+    assert_eq!(
+        value["ok"]["outputs"],
+        serde_json::json!(["logits", "probs"]),
+        "after {after}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -55,7 +69,10 @@ async fn every_misuse_gets_an_error_and_the_host_survives() {
         assert_eq!(status, 200, "{route}: {value}");
         assert_eq!(value["error"]["code"], expected, "{route}: {value}");
         assert!(
-            !value["error"]["message"].as_str().unwrap_or_default().is_empty(),
+            !value["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty(),
             "{route} has a message: {value}"
         );
         still_works(&nimbusd, route).await;
@@ -65,5 +82,9 @@ async fn every_misuse_gets_an_error_and_the_host_survives() {
     assert_eq!(status, 500, "/oob: {value}");
     assert_eq!(value["error"]["code"], "guest_error");
     still_works(&nimbusd, "/oob").await;
-    assert!(!nimbusd.log().contains("panicked"), "the host panicked:\n{}", nimbusd.log());
+    assert!(
+        !nimbusd.log().contains("panicked"),
+        "the host panicked:\n{}",
+        nimbusd.log()
+    );
 }

@@ -14,8 +14,14 @@ fn on_postgres() -> NimbusdOptions {
 #[tokio::test(flavor = "multi_thread")]
 async fn rollback_restores_the_previous_versions_answers() {
     let mut options = on_postgres();
-    options.args.extend(["--blob-gc-grace-s".into(), "0".into()]);
+    options
+        .args
+        .extend(["--blob-gc-grace-s".into(), "0".into()]);
     let nimbusd = Nimbusd::start_with(options);
+    assert!(
+        !nimbusd.data_dir.path().join("registry.db").exists(),
+        "the registry is in PostgreSQL, not in the data dir"
+    );
     versions::rollback_restores_the_previous_answers(&nimbusd).await;
 }
 

@@ -252,6 +252,121 @@ async fn tenant_a_cannot_deploy_with_b_wasm_blob() {
     );
 }
 
+/// B has `b-hello` in two versions (`latest` on the second); returns them, oldest first.
+async fn b_has_two_versions(b: &common::TenantHandle) -> (String, String) {
+    let v1 = deploy_hello_tagged(&b.client, "b-hello", "1").await.version;
+    let v2 = deploy_hello_tagged(&b.client, "b-hello", "2").await.version;
+    assert_ne!(v1, v2);
+    (v1, v2)
+}
+
+/// Sends the same request for B's function and for a missing one, as A; both must be the same 404.
+async fn same_404_as_missing(
+    nimbusd: &Nimbusd,
+    a: &common::TenantHandle,
+    method: &str,
+    path_of: impl Fn(&str) -> String,
+    body: Option<Value>,
+) {
+    let auth = bearer(&a.admin_key);
+    let b_fn = call(
+        &nimbusd.url,
+        method,
+        &path_of("b-hello"),
+        Some(&auth),
+        body.as_ref(),
+    )
+    .await;
+    let missing = call(
+        &nimbusd.url,
+        method,
+        &path_of("no-such"),
+        Some(&auth),
+        body.as_ref(),
+    )
+    .await;
+    assert_eq!(
+        (b_fn.status, b_fn.code()),
+        (404, "not_found".into()),
+        "{method} {}: {}",
+        path_of("b-hello"),
+        b_fn.text()
+    );
+    assert_eq!(missing.status, 404, "{}", missing.text());
+    assert_eq!(
+        masked(&b_fn.message(), "b-hello"),
+        masked(&missing.message(), "no-such")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_a_cannot_alias_or_list_the_aliases_of_b_function() {
+    let (nimbusd, a, b) = two_tenants(NimbusdOptions::default()).await;
+    let (v1, v2) = b_has_two_versions(&b).await;
+    same_404_as_missing(
+        &nimbusd,
+        &a,
+        "PUT",
+        |name| format!("/v1/functions/{name}/aliases/prod"),
+        Some(json!({ "version": v1 })),
+    )
+    .await;
+    same_404_as_missing(
+        &nimbusd,
+        &a,
+        "GET",
+        |name| format!("/v1/functions/{name}/aliases"),
+        None,
+    )
+    .await;
+    let aliases = b.client.aliases("b-hello").await.unwrap();
+    assert_eq!(aliases.get("latest"), Some(&v2));
+    assert_eq!(aliases.get("prod"), None, "A did not create B's alias");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_a_cannot_roll_back_b_function() {
+    let (nimbusd, a, b) = two_tenants(NimbusdOptions::default()).await;
+    let (_v1, v2) = b_has_two_versions(&b).await;
+    same_404_as_missing(
+        &nimbusd,
+        &a,
+        "POST",
+        |name| format!("/v1/functions/{name}/rollback"),
+        Some(json!({ "alias": "latest" })),
+    )
+    .await;
+    assert_eq!(
+        b.client.aliases("b-hello").await.unwrap().get("latest"),
+        Some(&v2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_a_cannot_delete_b_function_version() {
+    let (nimbusd, a, b) = two_tenants(NimbusdOptions::default()).await;
+    let (v1, _v2) = b_has_two_versions(&b).await;
+    same_404_as_missing(
+        &nimbusd,
+        &a,
+        "DELETE",
+        |name| format!("/v1/functions/{name}/versions/{v1}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        b.client.function_versions("b-hello").await.unwrap().len(),
+        2
+    );
+    let old = invoke(
+        &nimbusd,
+        &format!("/fn/beta/b-hello@{v1}"),
+        Some(&bearer(&b.admin_key)),
+    )
+    .await;
+    assert_eq!(old.status, 200, "B's first version still runs");
+}
+
 // ---- isolation: models ----
 
 #[tokio::test(flavor = "multi_thread")]

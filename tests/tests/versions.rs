@@ -35,8 +35,10 @@ async fn a_deploy_killed_during_the_upload_leaves_no_version() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_killed_during_post_functions_leaves_no_half_version() {
-    versions::a_deploy_killed_during_post_functions_leaves_no_half_version(NimbusdOptions::default())
-        .await;
+    versions::a_deploy_killed_during_post_functions_leaves_no_half_version(
+        NimbusdOptions::default(),
+    )
+    .await;
 }
 
 fn nimbus(nimbusd: &Nimbusd, args: &[&str]) -> (bool, Value, String) {
@@ -59,7 +61,10 @@ fn nimbus(nimbusd: &Nimbusd, args: &[&str]) -> (bool, Value, String) {
 async fn the_cli_moves_aliases_rolls_back_and_deletes_versions() {
     let nimbusd = Nimbusd::start_with(no_gc_grace());
     let client = nimbusd.client();
-    let v1 = client.deploy(&greeter(&[]), &versions::hello_wasm()).await.unwrap();
+    let v1 = client
+        .deploy(&greeter(&[]), &versions::hello_wasm())
+        .await
+        .unwrap();
     let v2 = client
         .deploy(&greeter(&[]), &versions::misbehave_wasm())
         .await
@@ -68,7 +73,10 @@ async fn the_cli_moves_aliases_rolls_back_and_deletes_versions() {
     let (ok, out, err) = nimbus(&nimbusd, &["fn", "alias", FUNCTION, "prod", &v1.version]);
     assert!(ok, "fn alias: {err}");
     assert_eq!(out["version"], v1.version.as_str());
-    assert_eq!(answer(&client, &format!("{FUNCTION}@prod")).await, (200, HELLO.to_owned()));
+    assert_eq!(
+        answer(&client, &format!("{FUNCTION}@prod")).await,
+        (200, HELLO.to_owned())
+    );
 
     let (ok, out, err) = nimbus(&nimbusd, &["fn", "aliases", FUNCTION]);
     assert!(ok, "fn aliases: {err}");

@@ -178,9 +178,11 @@ impl BlobStore {
         match &self.backend {
             Backend::Local(local) => match local.path(sha256).await {
                 Ok(path) => match tokio::fs::remove_file(&path).await {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(anyhow::Error::new(e)
-                        .context(format!("deleting blob {sha256}"))
-                        .into()),
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(anyhow::Error::new(e)
+                            .context(format!("deleting blob {sha256}"))
+                            .into())
+                    }
                     _ => Ok(()),
                 },
                 Err(RegistryError::NotFound(_)) => Ok(()),
@@ -273,9 +275,7 @@ fn no_s3(uri: &S3Uri) -> RegistryError {
 }
 
 /// A file as a stream of chunks.
-fn file_chunks(
-    file: tokio::fs::File,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+fn file_chunks(file: tokio::fs::File) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
     use tokio::io::AsyncReadExt;
     futures::stream::unfold(Some(file), |file| async move {
         let mut file = file?;

@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::{FunctionSummary, FunctionVersion, KeyInfo, ModelVersion, RegistryError, Scope, Tenant};
+use crate::{
+    FunctionSummary, FunctionVersion, KeyInfo, ModelVersion, RegistryError, Scope, Tenant,
+};
 
 type Result<T> = std::result::Result<T, RegistryError>;
 
@@ -118,10 +120,18 @@ pub(crate) trait Queries {
 
     // ---- models ----
 
-    fn model_version(&self, tenant_id: i64, name: &str, version: &str)
-    -> Result<Option<ModelVersion>>;
-    fn model_by_sha256(&self, tenant_id: i64, name: &str, sha256: &str)
-    -> Result<Option<ModelVersion>>;
+    fn model_version(
+        &self,
+        tenant_id: i64,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<ModelVersion>>;
+    fn model_by_sha256(
+        &self,
+        tenant_id: i64,
+        name: &str,
+        sha256: &str,
+    ) -> Result<Option<ModelVersion>>;
     fn newest_model_version(&self, tenant_id: i64, name: &str) -> Result<Option<ModelVersion>>;
     fn insert_model_version(&self, tenant_id: i64, model: &ModelVersion) -> Result<()>;
     /// All model versions of a tenant (`name = None`) or of one model, newest first.
@@ -162,8 +172,14 @@ pub(crate) trait Queries {
     // ---- aliases ----
 
     /// Points `alias` of a function at `version` (which must exist).
-    fn set_alias(&self, tenant_id: i64, name: &str, alias: &str, version: &str, now: i64)
-    -> Result<()>;
+    fn set_alias(
+        &self,
+        tenant_id: i64,
+        name: &str,
+        alias: &str,
+        version: &str,
+        now: i64,
+    ) -> Result<()>;
     /// The version an alias points at.
     fn alias_target(&self, tenant_id: i64, name: &str, alias: &str) -> Result<Option<String>>;
     /// All aliases of a function: alias -> version.
@@ -181,7 +197,8 @@ pub(crate) trait Queries {
         now: i64,
     ) -> Result<()>;
     /// The newest move of an alias that is not a rollback and has not been undone.
-    fn last_alias_move(&self, tenant_id: i64, name: &str, alias: &str) -> Result<Option<AliasMove>>;
+    fn last_alias_move(&self, tenant_id: i64, name: &str, alias: &str)
+    -> Result<Option<AliasMove>>;
     /// Marks a move as undone by a rollback.
     fn mark_alias_move_undone(&self, id: i64) -> Result<()>;
 

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use nimbus_engines::{ElementType, EngineError, EngineKind, Model, Target, Tensor};
 use wasmtime::component::Resource;
 
+use crate::WasiNnCtxView;
 use crate::bindings::wasi::nn::errors as wit_errors;
 use crate::bindings::wasi::nn::graph as wit_graph;
 use crate::bindings::wasi::nn::inference as wit_inference;
 use crate::bindings::wasi::nn::tensor as wit_tensor;
-use crate::WasiNnCtxView;
 
 /// wasi-nn error codes, as the guest sees them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,7 +196,10 @@ impl WasiNnCtxView<'_> {
                 "loading models from guest bytes is turned off on this host; use load-by-name",
             ));
         }
-        let size = parts.iter().map(Vec::len).fold(0usize, usize::saturating_add);
+        let size = parts
+            .iter()
+            .map(Vec::len)
+            .fold(0usize, usize::saturating_add);
         if size > limit {
             return Err(NnError::new(
                 ErrorCode::TooLarge,
@@ -235,7 +238,10 @@ impl wit_tensor::HostTensor for WasiNnCtxView<'_> {
         Ok(self.table.get(&tensor)?.0.dims.clone())
     }
 
-    async fn ty(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<wit_tensor::TensorType> {
+    async fn ty(
+        &mut self,
+        tensor: Resource<TensorResource>,
+    ) -> wasmtime::Result<wit_tensor::TensorType> {
         Ok(to_wit(self.table.get(&tensor)?.0.ty))
     }
 
@@ -323,7 +329,10 @@ impl wit_inference::HostGraphExecutionContext for WasiNnCtxView<'_> {
                 return Ok(Err(self.push_error(error)?));
             }
         };
-        let total = outputs.iter().map(|(_, t)| t.data.len()).fold(0usize, usize::saturating_add);
+        let total = outputs
+            .iter()
+            .map(|(_, t)| t.data.len())
+            .fold(0usize, usize::saturating_add);
         if self.ctx.tensor_bytes.saturating_add(total) > self.ctx.limits.max_tensor_bytes {
             let error = NnError::new(
                 ErrorCode::TooLarge,
@@ -352,7 +361,10 @@ impl wit_inference::HostGraphExecutionContext for WasiNnCtxView<'_> {
 impl wit_errors::Host for WasiNnCtxView<'_> {}
 
 impl wit_errors::HostError for WasiNnCtxView<'_> {
-    async fn code(&mut self, error: Resource<ErrorResource>) -> wasmtime::Result<wit_errors::ErrorCode> {
+    async fn code(
+        &mut self,
+        error: Resource<ErrorResource>,
+    ) -> wasmtime::Result<wit_errors::ErrorCode> {
         use wit_errors::ErrorCode as W;
         Ok(match self.table.get(&error)?.0.code {
             ErrorCode::InvalidArgument => W::InvalidArgument,

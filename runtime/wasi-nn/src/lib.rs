@@ -22,8 +22,8 @@ use std::sync::Arc;
 use nimbus_engines::{EngineKind, Model, Target};
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
-pub use host::{ErrorCode, NnError};
 pub use host::{ContextResource, ErrorResource, GraphResource, TensorResource};
+pub use host::{ErrorCode, NnError};
 
 /// Bindings generated from `wit/wasi-nn.wit`; the four resources map to this crate's host types.
 mod bindings {

@@ -36,6 +36,18 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 .await?;
             print_json(&version)
         }
+        Command::Model(ModelCommand::Register {
+            name,
+            uri,
+            sha256,
+            engine,
+            target,
+        }) => {
+            let version = client
+                .register_model(&name, &uri, &sha256, engine.as_str(), target.as_str())
+                .await?;
+            print_json(&version)
+        }
         Command::Model(ModelCommand::List) => print_json(&client.list_models().await?),
         Command::Function(FunctionCommand::List) => print_json(&client.list_functions().await?),
         Command::Function(FunctionCommand::Versions { name }) => {

@@ -170,6 +170,23 @@ pub enum ModelCommand {
         #[arg(long, value_enum, default_value_t = Target::Cpu)]
         target: Target,
     },
+    /// Register an object already in S3 (uploaded with any S3 tool) as a version of NAME; nodes
+    /// pull it on first use and check it against --sha256.
+    Register {
+        /// Model name, as function manifests refer to it.
+        name: String,
+        /// Where the object is: s3://BUCKET/KEY.
+        uri: String,
+        /// The sha256 of the object's bytes (64 hex characters), e.g. from `sha256sum`.
+        #[arg(long)]
+        sha256: String,
+        /// Engine that runs the model.
+        #[arg(long, value_enum, default_value_t = Engine::Onnxruntime)]
+        engine: Engine,
+        /// Where the engine runs it.
+        #[arg(long, value_enum, default_value_t = Target::Cpu)]
+        target: Target,
+    },
     /// List the tenant's model versions, newest first.
     List,
 }
@@ -286,12 +303,17 @@ mod tests {
                 name,
                 alias,
                 version,
-            }) => assert_eq!((name.as_str(), alias.as_str(), version.as_str()), ("hello", "prod", "0123456789ab")),
+            }) => assert_eq!(
+                (name.as_str(), alias.as_str(), version.as_str()),
+                ("hello", "prod", "0123456789ab")
+            ),
             other => panic!("{other:?}"),
         }
         let cli = Cli::try_parse_from(["nimbus", "fn", "rollback", "hello"]).unwrap();
         match cli.command {
-            Command::Function(FunctionCommand::Rollback { alias, .. }) => assert_eq!(alias, "latest"),
+            Command::Function(FunctionCommand::Rollback { alias, .. }) => {
+                assert_eq!(alias, "latest")
+            }
             other => panic!("{other:?}"),
         }
         let cli =
@@ -301,7 +323,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let cli = Cli::try_parse_from(["nimbus", "fn", "delete", "hello", "0123456789ab"]).unwrap();
-        assert!(matches!(cli.command, Command::Function(FunctionCommand::Delete { .. })));
+        assert!(matches!(
+            cli.command,
+            Command::Function(FunctionCommand::Delete { .. })
+        ));
         assert!(Cli::try_parse_from(["nimbus", "fn", "delete", "hello"]).is_err());
     }
 
@@ -355,6 +380,31 @@ mod tests {
         assert!(
             Cli::try_parse_from(["nimbus", "model", "push", "m", "f", "--engine", "tf"]).is_err()
         );
+        let cli = Cli::try_parse_from([
+            "nimbus",
+            "model",
+            "register",
+            "m",
+            "s3://b/k.onnx",
+            "--sha256",
+            "ab",
+            "--engine",
+            "openvino",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Model(ModelCommand::Register {
+                uri,
+                sha256,
+                engine,
+                ..
+            }) => assert_eq!(
+                (uri.as_str(), sha256.as_str(), engine),
+                ("s3://b/k.onnx", "ab", Engine::Openvino)
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["nimbus", "model", "register", "m", "s3://b/k"]).is_err());
 
         let cli = Cli::try_parse_from(["nimbus", "fn", "versions", "hello"]).unwrap();
         assert!(matches!(

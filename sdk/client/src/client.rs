@@ -17,9 +17,8 @@ use crate::manifest::Manifest;
 use crate::paths;
 use crate::transport::{self, Body, Transport};
 use crate::types::{
-    AliasMoved, VersionDeleted,
-    BlobRef, CreatedKey, CreatedTenant, FunctionVersion, InvokeResponse, KeyInfo, ModelVersion,
-    Tenant, Whoami,
+    AliasMoved, BlobRef, CreatedKey, CreatedTenant, FunctionVersion, InvokeResponse, KeyInfo,
+    ModelVersion, Tenant, VersionDeleted, Whoami,
 };
 
 /// Header carrying the sha256 the client expects an uploaded blob to have.
@@ -155,6 +154,26 @@ impl Client {
         let body = json!({
             "name": name,
             "sha256": blob.sha256,
+            "engine": engine,
+            "target": target,
+        });
+        self.call_json(Method::POST, "/v1/models", Some(body)).await
+    }
+
+    /// Registers the object at `uri` (`s3://bucket/key`, uploaded with any S3 tool) as a version
+    /// of model `name`. Its bytes must hash to `sha256`: nodes check when they first pull it.
+    pub async fn register_model(
+        &self,
+        name: &str,
+        uri: &str,
+        sha256: &str,
+        engine: &str,
+        target: &str,
+    ) -> Result<ModelVersion, ClientError> {
+        let body = json!({
+            "name": name,
+            "uri": uri,
+            "sha256": sha256,
             "engine": engine,
             "target": target,
         });

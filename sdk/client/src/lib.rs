@@ -39,9 +39,8 @@ pub use client::Client;
 pub use error::ClientError;
 pub use manifest::{Limits, MANIFEST_FILE, Manifest};
 pub use types::{
-    AliasMoved, VersionDeleted,
-    BlobRef, CreatedKey, CreatedTenant, FunctionVersion, InvokeResponse, KeyInfo, ModelBinding,
-    ModelVersion, Tenant, Whoami,
+    AliasMoved, BlobRef, CreatedKey, CreatedTenant, FunctionVersion, InvokeResponse, KeyInfo,
+    ModelBinding, ModelVersion, Tenant, VersionDeleted, Whoami,
 };
 
 /// Re-exported so callers name the same `http` and `bytes` types the client uses.

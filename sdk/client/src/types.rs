@@ -44,6 +44,9 @@ pub struct ModelVersion {
     /// First 12 characters of `sha256`.
     pub version: String,
     pub sha256: String,
+    /// `s3://bucket/key` when the model was registered from an object in S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
     #[serde(default)]
     pub size: u64,
     /// `onnxruntime` or `openvino`.

@@ -94,7 +94,9 @@ fn start() -> anyhow::Result<Server> {
 
 fn start_cluster() -> anyhow::Result<Server> {
     let bin = bin_dir()?;
-    let root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
     let dir = tempfile::Builder::new()
         .prefix("nimbus-pg-")
         .tempdir()
@@ -116,7 +118,14 @@ fn start_cluster() -> anyhow::Result<Server> {
     let output = as_owner(root, &bin.join("initdb"))
         .arg("-D")
         .arg(&data)
-        .args(["-U", "postgres", "--auth=trust", "--no-sync", "--encoding=UTF8", "--locale=C"])
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "--encoding=UTF8",
+            "--locale=C",
+        ])
         .stdin(Stdio::null())
         .output()
         .context("running initdb")?;

@@ -12,7 +12,11 @@ fn each_call_gives_a_fresh_database_that_answers() {
             .args([url.as_str(), "-tAc", "SELECT current_database()"])
             .output()
             .expect("running psql");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let name = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         assert!(url.ends_with(&name), "{url} vs {name}");
     }

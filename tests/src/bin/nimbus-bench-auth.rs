@@ -3,8 +3,8 @@
 //!
 //!     cargo run --release -p nimbus-tests --bin nimbus-bench-auth -- [--requests N]
 //!
-//! Three kinds of request, interleaved one by one on keep-alive connections so that drift on the
-//! machine hits them alike: no key (no check), a key this node has cached (the usual case), and a
+//! Three kinds of request, interleaved one by one (in rotating order) on keep-alive connections so
+//! that drift on the machine hits them alike: no key (no check), a key this node has cached (the usual case), and a
 //! key on a second nimbusd started with `--auth-cache-ttl-s 0` (every request reads the registry).
 //! The rate limits stay on, set high enough that nothing is refused. Prints a markdown table (p50,
 //! p90, p99 in microseconds) and the p50 overheads; docs/benchmarks.md ("Auth overhead") quotes it.
@@ -116,9 +116,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let mut latencies: Vec<Vec<Duration>> = vec![Vec::with_capacity(requests); rows.len()];
-    for _ in 0..requests {
-        for (i, (_, client)) in rows.iter().enumerate() {
-            latencies[i].push(once(client).await?);
+    for n in 0..requests {
+        // Rotate which kind goes first, so none always follows the same neighbour.
+        for k in 0..rows.len() {
+            let i = (n + k) % rows.len();
+            latencies[i].push(once(&rows[i].1).await?);
         }
     }
 

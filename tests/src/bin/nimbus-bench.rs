@@ -30,7 +30,11 @@ fn figures(mut latencies: Vec<Duration>, wall: Duration) -> Figures {
     }
 }
 
-async fn nimbusd_run(nimbusd: &Nimbusd, requests: usize, concurrency: usize) -> anyhow::Result<Figures> {
+async fn nimbusd_run(
+    nimbusd: &Nimbusd,
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<Figures> {
     let client = nimbusd.client();
     let body = Arc::new(image("chelsea.png"));
     let started = Instant::now();
@@ -43,7 +47,14 @@ async fn nimbusd_run(nimbusd: &Nimbusd, requests: usize, concurrency: usize) -> 
             for _ in 0..per_worker {
                 let t = Instant::now();
                 let response = client
-                    .invoke("default", "classify-image", "/", http::Method::POST, (*body).clone(), &[])
+                    .invoke(
+                        "default",
+                        "classify-image",
+                        "/",
+                        http::Method::POST,
+                        (*body).clone(),
+                        &[],
+                    )
                     .await?;
                 anyhow::ensure!(response.status == 200, "status {}", response.status);
                 latencies.push(t.elapsed());
@@ -102,7 +113,10 @@ fn arg(name: &str) -> Option<String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let requests: usize = arg("--requests").map(|r| r.parse()).transpose()?.unwrap_or(200);
+    let requests: usize = arg("--requests")
+        .map(|r| r.parse())
+        .transpose()?
+        .unwrap_or(200);
     let levels: Vec<usize> = arg("--concurrency")
         .unwrap_or_else(|| "1,2,4".into())
         .split(',')
@@ -110,10 +124,23 @@ async fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
 
     let nimbusd = Nimbusd::start();
-    deploy_classifier(&nimbusd.client(), "efficientnet", "onnxruntime", "classify-image").await;
+    deploy_classifier(
+        &nimbusd.client(),
+        "efficientnet",
+        "onnxruntime",
+        "classify-image",
+    )
+    .await;
     let preprocessed = nimbusd
         .client()
-        .invoke("default", "classify-image", "/preprocess", http::Method::POST, image("chelsea.png"), &[])
+        .invoke(
+            "default",
+            "classify-image",
+            "/preprocess",
+            http::Method::POST,
+            image("chelsea.png"),
+            &[],
+        )
         .await?;
     let input: Vec<f32> = preprocessed
         .body
@@ -130,9 +157,14 @@ async fn main() -> anyhow::Result<()> {
     nimbusd_run(&nimbusd, 10, 1).await?;
     native_run(&env, &input, 10, 1)?;
 
-    println!("classify-image (EfficientNet-Lite0, chelsea.png), {requests} requests per row, {} cores", std::thread::available_parallelism()?.get());
+    println!(
+        "classify-image (EfficientNet-Lite0, chelsea.png), {requests} requests per row, {} cores",
+        std::thread::available_parallelism()?.get()
+    );
     println!();
-    println!("| concurrency | nimbusd p50 ms | nimbusd p99 ms | nimbusd req/s | native p50 ms | native p99 ms | native inf/s | req/s ratio |");
+    println!(
+        "| concurrency | nimbusd p50 ms | nimbusd p99 ms | nimbusd req/s | native p50 ms | native p99 ms | native inf/s | req/s ratio |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for &concurrency in &levels {
         let served = nimbusd_run(&nimbusd, requests, concurrency).await?;

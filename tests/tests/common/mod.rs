@@ -46,6 +46,18 @@ pub async fn deploy_hello(client: &Client, name: &str, public: bool) -> Function
         .unwrap_or_else(|e| panic!("deploying {name}: {e}"))
 }
 
+/// Deploys another version of `name` (the `hello` guest with env `TAG=<tag>`), private.
+pub async fn deploy_hello_tagged(client: &Client, name: &str, tag: &str) -> FunctionVersion {
+    let (mut hello, _) = manifest("functions/hello");
+    hello.name = name.to_owned();
+    hello.public = false;
+    hello.env.insert("TAG".into(), tag.into());
+    client
+        .deploy(&hello, &guest_wasm("functions", "hello"))
+        .await
+        .unwrap_or_else(|e| panic!("deploying {name} ({tag}): {e}"))
+}
+
 /// A client with `key`.
 pub fn with_key(nimbusd: &Nimbusd, key: &str) -> Client {
     Client::new(&nimbusd.url, Some(key.to_owned())).unwrap()

@@ -54,11 +54,12 @@ impl fmt::Debug for S3Credentials {
     }
 }
 
-/// When the SDK adds CRC checksums to requests and checks them on answers.
+/// When uploads carry CRC checksums for S3 to check. Downloads are checked by their sha256
+/// end to end, so the SDK's own response checksums are never asked for (they cannot cover objects
+/// uploaded in parts anyway).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ChecksumMode {
-    /// On every operation that supports them (the AWS SDK default; uploads carry a CRC32 that S3
-    /// checks, downloads are checked against the stored checksum when there is one).
+    /// On every upload (the AWS SDK default): each part carries a CRC32 that S3 checks.
     #[default]
     WhenSupported,
     /// Only where the operation requires one: for S3-compatible servers that reject the newer
@@ -192,14 +193,12 @@ impl S3Config {
         };
         let shared = loader.load().await;
         let builder = aws_sdk_s3::config::Builder::from(&shared).force_path_style(self.path_style);
-        let builder = match self.checksums {
-            ChecksumMode::WhenSupported => builder
-                .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
-                .response_checksum_validation(ResponseChecksumValidation::WhenSupported),
-            ChecksumMode::WhenRequired => builder
-                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-                .response_checksum_validation(ResponseChecksumValidation::WhenRequired),
-        };
+        let builder = builder
+            .request_checksum_calculation(match self.checksums {
+                ChecksumMode::WhenSupported => RequestChecksumCalculation::WhenSupported,
+                ChecksumMode::WhenRequired => RequestChecksumCalculation::WhenRequired,
+            })
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         aws_sdk_s3::Client::from_conf(builder.build())
     }
 }
@@ -226,7 +225,10 @@ mod tests {
             session_token: None,
         };
         let shown = format!("{credentials:?}");
-        assert!(shown.contains("AKIDEXAMPLE") && !shown.contains("wJalrXUtnFEMI"), "{shown}");
+        assert!(
+            shown.contains("AKIDEXAMPLE") && !shown.contains("wJalrXUtnFEMI"),
+            "{shown}"
+        );
     }
 
     #[test]

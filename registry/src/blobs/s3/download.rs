@@ -82,7 +82,11 @@ async fn fetch(
     let mut requests = 0u32;
     loop {
         requests += 1;
-        let mut request = store.client().get_object().bucket(&uri.bucket).key(&uri.key);
+        let mut request = store
+            .client()
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key);
         if received > 0 {
             request = request.range(format!("bytes={received}-"));
             if let Some(etag) = &etag {
@@ -117,10 +121,7 @@ async fn fetch(
                 Ok(None) => return Ok((received, requests)),
                 Ok(Some(Err(error))) => break Interrupted(format!("{error}")),
                 Err(_) => {
-                    break Interrupted(format!(
-                        "no data for {} ms",
-                        config.timeout.as_millis()
-                    ));
+                    break Interrupted(format!("no data for {} ms", config.timeout.as_millis()));
                 }
             }
         };

@@ -150,16 +150,27 @@ impl S3Store {
     /// be reached, times out, fails (5xx) or refuses the credentials is `Unavailable`; a missing
     /// bucket or object `NotFound`; anything else `Internal`. Messages name the call and the
     /// service's code.
-    pub(super) fn classify<E>(&self, error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>, doing: &str) -> RegistryError
+    pub(super) fn classify<E>(
+        &self,
+        error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+        doing: &str,
+    ) -> RegistryError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let endpoint = &self.inner.endpoint;
-        match &error {
-            SdkError::TimeoutError(_) => RegistryError::Unavailable(format!(
+        let timed_out = match &error {
+            SdkError::TimeoutError(_) => true,
+            SdkError::DispatchFailure(failure) => failure.is_timeout(),
+            _ => false,
+        };
+        if timed_out {
+            return RegistryError::Unavailable(format!(
                 "S3 at {endpoint} did not answer within {} ms while {doing}",
                 self.inner.config.timeout.as_millis()
-            )),
+            ));
+        }
+        match &error {
             SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
                 RegistryError::Unavailable(format!(
                     "cannot reach S3 at {endpoint} while {doing}: {}",

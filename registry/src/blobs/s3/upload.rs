@@ -44,7 +44,10 @@ where
         ended: false,
     };
     if let Some(expected) = expected_sha256
-        && store.object_size(&store.blob_uri(expected)).await?.is_some()
+        && store
+            .object_size(&store.blob_uri(expected))
+            .await?
+            .is_some()
     {
         // Already stored: take in and check the bytes, send nothing.
         while body.next_part().await?.is_some() {}
@@ -216,9 +219,10 @@ impl Multipart {
             if checksums {
                 request = request.checksum_algorithm(ChecksumAlgorithm::Crc32);
             }
-            let sent = request.send().await.map_err(|e| {
-                store.classify(e, &format!("uploading part {number} of {target}"))
-            })?;
+            let sent = request
+                .send()
+                .await
+                .map_err(|e| store.classify(e, &format!("uploading part {number} of {target}")))?;
             Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(sent.e_tag().map(str::to_owned))
@@ -257,7 +261,11 @@ impl Multipart {
             .bucket(&self.target.bucket)
             .key(&self.target.key)
             .upload_id(&self.upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await;
         completed.map_err(|e| {

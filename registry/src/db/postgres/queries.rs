@@ -648,13 +648,20 @@ impl Queries for PgSql<'_> {
             "INSERT INTO function_alias_moves
              (tenant_id, name, alias, previous, version, is_rollback, moved_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[&tenant_id, &name, &alias, &previous, &version, &rollback, &now],
+            &[
+                &tenant_id, &name, &alias, &previous, &version, &rollback, &now,
+            ],
             "recording an alias move",
         )?;
         Ok(())
     }
 
-    fn last_alias_move(&self, tenant_id: i64, name: &str, alias: &str) -> Result<Option<AliasMove>> {
+    fn last_alias_move(
+        &self,
+        tenant_id: i64,
+        name: &str,
+        alias: &str,
+    ) -> Result<Option<AliasMove>> {
         self.map_one(
             "SELECT id, previous, version FROM function_alias_moves
              WHERE tenant_id = $1 AND name = $2 AND alias = $3

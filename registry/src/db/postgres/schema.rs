@@ -10,7 +10,11 @@ use super::WRITE_LOCK;
 /// (version, name, SQL), in order; versions start at 1 and have no gaps.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", INITIAL),
-    (2, "alias history, blob garbage collection, settings", ALIAS_HISTORY_GC_SETTINGS),
+    (
+        2,
+        "alias history, blob garbage collection, settings",
+        ALIAS_HISTORY_GC_SETTINGS,
+    ),
     (3, "model uri", MODEL_URI),
 ];
 

@@ -332,11 +332,7 @@ impl Queries for SqliteSql<'_> {
             .doing("looking up a model version")
     }
 
-    fn newest_model_version(
-        &self,
-        tenant_id: i64,
-        name: &str,
-    ) -> Result<Option<ModelVersion>> {
+    fn newest_model_version(&self, tenant_id: i64, name: &str) -> Result<Option<ModelVersion>> {
         self.0
             .prepare_cached(&format!(
                 "SELECT {MODEL_COLUMNS} FROM model_versions
@@ -372,11 +368,7 @@ impl Queries for SqliteSql<'_> {
     }
 
     /// All model versions of a tenant (`name = None`) or of one model, newest first.
-    fn model_versions(
-        &self,
-        tenant_id: i64,
-        name: Option<&str>,
-    ) -> Result<Vec<ModelVersion>> {
+    fn model_versions(&self, tenant_id: i64, name: Option<&str>) -> Result<Vec<ModelVersion>> {
         let mut stmt = self
             .0
             .prepare_cached(&format!(
@@ -465,12 +457,7 @@ impl Queries for SqliteSql<'_> {
     }
 
     /// The version an alias points at.
-    fn alias_target(
-        &self,
-        tenant_id: i64,
-        name: &str,
-        alias: &str,
-    ) -> Result<Option<String>> {
+    fn alias_target(&self, tenant_id: i64, name: &str, alias: &str) -> Result<Option<String>> {
         self.0
             .query_row(
                 "SELECT version FROM function_aliases
@@ -496,11 +483,7 @@ impl Queries for SqliteSql<'_> {
     }
 
     /// A function's versions, newest first.
-    fn function_versions(
-        &self,
-        tenant_id: i64,
-        name: &str,
-    ) -> Result<Vec<FunctionVersion>> {
+    fn function_versions(&self, tenant_id: i64, name: &str) -> Result<Vec<FunctionVersion>> {
         let mut stmt = self
             .0
             .prepare_cached(&format!(
@@ -645,7 +628,12 @@ impl Queries for SqliteSql<'_> {
         Ok(())
     }
 
-    fn last_alias_move(&self, tenant_id: i64, name: &str, alias: &str) -> Result<Option<AliasMove>> {
+    fn last_alias_move(
+        &self,
+        tenant_id: i64,
+        name: &str,
+        alias: &str,
+    ) -> Result<Option<AliasMove>> {
         self.0
             .query_row(
                 "SELECT id, previous, version FROM function_alias_moves

@@ -5,7 +5,11 @@
 /// (version, name, SQL), in order; versions start at 1 and have no gaps.
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", INITIAL),
-    (2, "alias history, blob garbage collection, settings", ALIAS_HISTORY_GC_SETTINGS),
+    (
+        2,
+        "alias history, blob garbage collection, settings",
+        ALIAS_HISTORY_GC_SETTINGS,
+    ),
     (3, "model uri", MODEL_URI),
 ];
 
