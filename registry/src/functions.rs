@@ -336,7 +336,14 @@ impl Registry {
                 Ok((name, version))
             })
             .await?;
-        let collected_blobs = self.collect_garbage().await?;
+        // The version is gone either way; a collection that fails is retried by the next one.
+        let collected_blobs = match self.collect_garbage().await {
+            Ok(collected) => collected,
+            Err(error) => {
+                tracing::warn!(%error, "collecting unused blobs failed; the next deletion retries");
+                Vec::new()
+            }
+        };
         Ok(VersionDeleted {
             name,
             version,

@@ -420,6 +420,29 @@ pub fn blob_key(sha256: &str) -> String {
 /// Lowercase hex sha256 of a file.
 pub fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    hex::encode(Sha256::digest(&bytes))
+    let mut file =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    hex::encode(hasher.finalize())
+}
+
+/// Writes `size` pseudo-random bytes (whole MiB) to `path`: nothing compresses or deduplicates
+/// them.
+pub fn random_file(path: &Path, size: usize) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..size / block.len() {
+        for chunk in block.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes());
+        }
+        out.write_all(&block).unwrap();
+    }
+    out.flush().unwrap();
 }

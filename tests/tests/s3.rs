@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use nimbus_client::Client;
 use nimbus_tests::s3::{
-    ACCESS_KEY, BUCKET, CountingProxy, SeaweedFs, blob_key, nimbusd_options, sha256_file,
+    ACCESS_KEY, BUCKET, CountingProxy, SeaweedFs, blob_key, nimbusd_options, random_file,
+    sha256_file,
 };
 use nimbus_tests::{Nimbusd, efficientnet, guest_wasm, image, manifest};
 use serde_json::Value;
@@ -451,24 +452,6 @@ async fn bad_credentials_are_a_clear_error_at_startup_and_in_readyz() {
         refused.contains("503") && refused.contains("credentials"),
         "{refused}"
     );
-}
-
-/// A file of `size` pseudo-random bytes (nothing compresses or deduplicates it).
-fn random_file(path: &Path, size: usize) {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..size / block.len() {
-        for chunk in block.chunks_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            chunk.copy_from_slice(&state.to_le_bytes());
-        }
-        out.write_all(&block).unwrap();
-    }
-    out.flush().unwrap();
 }
 
 /// The peak resident memory of a process (VmHWM), in bytes.

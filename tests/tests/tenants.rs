@@ -9,7 +9,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Answer, SecondNode, bearer, call, deploy_hello, guest_runs, key, tenant, with_key};
+use common::{
+    Answer, SecondNode, bearer, call, deploy_hello, deploy_hello_tagged, guest_runs, key, tenant,
+    with_key,
+};
 use nimbus_tests::{Nimbusd, NimbusdOptions, guest_wasm, manifest, model_file};
 use serde_json::{Value, json};
 
