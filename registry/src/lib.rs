@@ -186,6 +186,14 @@ impl Registry {
         self.db().read(|sql| sql.ping()).await
     }
 
+    /// How many write transactions this process has committed, when it is the database's only
+    /// writer (the embedded SQLite): a read made while this number did not change is still
+    /// current, which lets a node cache what it reads. `None` with PostgreSQL, where other nodes
+    /// write too.
+    pub fn local_commits(&self) -> Option<u64> {
+        self.db().local_commits()
+    }
+
     fn db(&self) -> &Arc<db::Db> {
         &self.inner.db
     }

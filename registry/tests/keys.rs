@@ -129,12 +129,16 @@ async fn authenticate_rejects_a_revoked_key() {
 async fn authenticate_rejects_an_expired_key() {
     let (_dir, registry) = common::open().await;
     registry.create_tenant("acme").await.unwrap();
+    // Far enough ahead that a loaded machine still authenticates before it; then wait past it.
+    let expires = now() + 3;
     let (_info, key) = registry
-        .create_key("acme", &[Scope::Invoke], Some(now() + 1))
+        .create_key("acme", &[Scope::Invoke], Some(expires))
         .await
         .unwrap();
     registry.authenticate(&key).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    while now() <= expires {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let err = registry.authenticate(&key).await.unwrap_err();
     assert!(matches!(err, AuthError::Expired), "{err:?}");
 }

@@ -26,7 +26,7 @@ use nimbus_registry::{
 use crate::config::Config;
 use crate::errors::ApiError;
 use crate::metrics::Metrics;
-use crate::ratelimit::{Limited, Rate, RateLimits};
+use crate::ratelimit::{Limit, Limited, Rate, RateLimits};
 
 /// Cached keys at most.
 const MAX_CACHED_KEYS: u64 = 100_000;
@@ -185,14 +185,12 @@ impl Auth {
         self.metrics.record_rate_limited(limited.limit.as_str());
         let seconds = limited.retry_after_secs();
         let what = match limited.limit {
-            crate::ratelimit::Limit::Key => "this API key is over its rate limit",
-            crate::ratelimit::Limit::Tenant => "this tenant is over its rate limit",
-            crate::ratelimit::Limit::Public => {
+            Limit::Key => "this API key is over its rate limit",
+            Limit::Tenant => "this tenant is over its rate limit",
+            Limit::Public => {
                 "calls without a key to this tenant's public functions are over their rate limit"
             }
-            crate::ratelimit::Limit::AuthFailures => {
-                "too many failed authentications from this address"
-            }
+            Limit::AuthFailures => "too many failed authentications from this address",
         };
         ApiError::rate_limited(format!("{what}; retry in {seconds} s"), seconds)
     }

@@ -50,8 +50,8 @@ pub async fn handle(
     let missing_key =
         || ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`");
     let version = match state
-        .registry
-        .resolve_function(tenant, name, selector)
+        .functions
+        .resolve(&state.registry, tenant, name, selector)
         .await
     {
         Ok(version) => version,

@@ -8,6 +8,7 @@ mod auth;
 mod config;
 mod disk_cache;
 mod errors;
+mod function_cache;
 mod invoke;
 mod metrics;
 mod models;
@@ -151,6 +152,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
         nn_limits,
         admission: Default::default(),
+        functions: Default::default(),
     });
     server::serve(state, listener, shutdown_signal()).await
 }

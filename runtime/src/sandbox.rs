@@ -26,6 +26,9 @@ use crate::metrics::Metrics;
 
 /// How often the epoch advances; the granularity of time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Bytes of a linear memory or table a pooled slot keeps resident between instances, reset in
+/// place (see `Sandbox::new`); docs/benchmarks.md has what it saves.
+const KEEP_RESIDENT: usize = 1 << 20;
 /// Bytes of guest stderr kept for the error answer when a guest fails.
 const STDERR_CAPTURE_BYTES: usize = 64 << 10;
 
@@ -132,6 +135,13 @@ impl Sandbox {
         pool.max_core_instances_per_component(16);
         // The hard ceiling; each store's limiter enforces the function's own, smaller limit.
         pool.max_memory_size(4 << 30);
+        // A finished instance's memory and tables are reset in place, not given back with
+        // madvise (a system call, a TLB shootdown across our threads, then page faults for the
+        // next instance in the slot): with PAGEMAP_SCAN (Linux 6.7+) only the pages it wrote are
+        // restored, up to KEEP_RESIDENT bytes; without it, the lowest KEEP_RESIDENT bytes are.
+        pool.pagemap_scan(wasmtime::Enabled::Auto);
+        pool.linear_memory_keep_resident(KEEP_RESIDENT);
+        pool.table_keep_resident(KEEP_RESIDENT);
 
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);

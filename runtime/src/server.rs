@@ -39,6 +39,8 @@ pub struct AppState {
     pub auth: Auth,
     /// Per-function concurrency limits and queues.
     pub admission: crate::admission::Admission,
+    /// Function versions resolved on this node (see `function_cache`).
+    pub functions: crate::function_cache::FunctionCache,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and drains what is in flight.

@@ -934,12 +934,14 @@ async fn revocation_reaches_another_node_within_the_cache_ttl() {
     let k = key(&nimbusd.client(), &["invoke"]).await;
     let on_node2 =
         || async { call(&node2.url, "GET", "/v1/whoami", Some(&bearer(&k)), None).await };
+    // Node 2 caches the key during this first call, so its copy expires no earlier than this
+    // instant plus the TTL.
+    let first_call = Instant::now();
     assert_eq!(
         on_node2().await.status,
         200,
         "a key created on node 1 works on node 2 at once"
     );
-    let cached_at = Instant::now();
 
     let id = k.split('_').nth(1).unwrap();
     nimbusd.client().revoke_key(id, None).await.unwrap();
@@ -950,8 +952,9 @@ async fn revocation_reaches_another_node_within_the_cache_ttl() {
         (401, "API key has been revoked".into())
     );
 
+    let early_sent_at = first_call.elapsed();
     let early = on_node2().await;
-    if cached_at.elapsed() < Duration::from_millis(TTL * 1000 - 500) {
+    if early_sent_at < Duration::from_millis(TTL * 1000 - 500) {
         assert_eq!(
             early.status, 200,
             "node 2 trusts its cached copy until the TTL"
@@ -964,7 +967,8 @@ async fn revocation_reaches_another_node_within_the_cache_ttl() {
             break;
         }
         assert!(
-            revoked_at.elapsed() <= Duration::from_secs(TTL) + Duration::from_millis(500),
+            // The TTL, plus slack for one slow request on a loaded machine.
+            revoked_at.elapsed() <= Duration::from_secs(TTL + 1),
             "node 2 still accepts the key {:?} after its revocation",
             revoked_at.elapsed()
         );

@@ -258,6 +258,15 @@ impl Db {
         }
     }
 
+    /// Write transactions this process has committed, when it is the database's only writer
+    /// (SQLite in the data dir); `None` for PostgreSQL, where other nodes write too.
+    pub(crate) fn local_commits(&self) -> Option<u64> {
+        match &self.0 {
+            Backend::Sqlite(db) => Some(db.commits()),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     /// Runs `f` on a read connection, off the async workers.
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where

@@ -39,19 +39,50 @@ struct Server {
     name: String,
     addr: SocketAddr,
     request: RequestSpec,
+    /// Its process, when known: its CPU time per answer is reported.
+    pid: Option<u32>,
+}
+
+/// What one server did at one connection count.
+#[derive(Default)]
+struct Measured {
+    outcome: LoadOutcome,
+    /// The server process's CPU time over the runs, when its pid is known.
+    cpu: Option<Duration>,
+}
+
+impl Measured {
+    /// Server CPU per 2xx answer, in microseconds, or "-".
+    fn cpu_per_answer(&self) -> String {
+        match self.cpu {
+            Some(cpu) if !self.outcome.ok_latencies.is_empty() => format!(
+                "{:.0}",
+                cpu.as_secs_f64() * 1e6 / self.outcome.ok_latencies.len() as f64
+            ),
+            _ => "-".into(),
+        }
+    }
+}
+
+/// `--<name>-pid <pid>` from the command line.
+fn pid_arg(name: &str) -> anyhow::Result<Option<u32>> {
+    arg(&format!("--{name}-pid"))
+        .map(|p| p.parse().with_context(|| format!("--{name}-pid {p}")))
+        .transpose()
 }
 
 /// Runs every server at `connections` for `rounds` rounds of `seconds`, interleaved; the merged
-/// outcome of each.
+/// outcome of each, with the CPU time its process used.
 async fn measure(
     servers: &[Server],
     connections: usize,
     seconds: f64,
     rounds: usize,
-) -> anyhow::Result<Vec<LoadOutcome>> {
-    let mut merged: Vec<LoadOutcome> = servers.iter().map(|_| LoadOutcome::default()).collect();
+) -> anyhow::Result<Vec<Measured>> {
+    let mut merged: Vec<Measured> = servers.iter().map(|_| Measured::default()).collect();
     for _ in 0..rounds {
         for (server, total) in servers.iter().zip(&mut merged) {
+            let cpu_before = server.pid.map(load::cpu_time).transpose()?;
             let outcome = load::run(&LoadSpec {
                 addr: server.addr,
                 request: server.request.clone(),
@@ -61,7 +92,11 @@ async fn measure(
                 request_timeout: Duration::from_secs(120),
             })
             .await?;
-            absorb(total, outcome);
+            if let (Some(pid), Some(before)) = (server.pid, cpu_before) {
+                let used = load::cpu_time(pid)?.saturating_sub(before);
+                total.cpu = Some(total.cpu.unwrap_or_default() + used);
+            }
+            absorb(&mut total.outcome, outcome);
         }
     }
     Ok(merged)
@@ -82,15 +117,18 @@ fn absorb(total: &mut LoadOutcome, round: LoadOutcome) {
     total.wall += round.wall;
 }
 
-fn row(connections: usize, name: &str, outcome: &mut LoadOutcome) -> String {
+fn row(connections: usize, name: &str, outcome: &mut LoadOutcome, cpu: &str) -> String {
     format!(
-        "| {connections} | {name} | {:.1} | {} | {} | {} |",
+        "| {connections} | {name} | {:.1} | {} | {} | {cpu} | {} |",
         outcome.ok_per_second(),
         ms(outcome.quantile(0.50)),
         ms(outcome.quantile(0.99)),
         outcome.summary(),
     )
 }
+
+/// The header of the tables `row` fills.
+const TABLE_HEADER: &str = "| connections | server | req/s | p50 ms | p99 ms | server CPU us/answer | answers |\n|---|---|---|---|---|---|---|";
 
 /// Checks that every server gives the expected answer before anything is measured.
 async fn check_answers(
@@ -129,16 +167,19 @@ async fn hello() -> anyhow::Result<()> {
             addr,
             request: RequestSpec::new(Method::GET, "/fn/default/hello-private", Bytes::new())
                 .bearer(&key)?,
+            pid: Some(nimbusd.pid()),
         },
         Server {
             name: "nimbusd, public (no key)".into(),
             addr,
             request: RequestSpec::new(Method::GET, "/fn/default/hello", Bytes::new()),
+            pid: Some(nimbusd.pid()),
         },
         Server {
             name: "wasmtime serve 48".into(),
             addr: wasmtime,
             request: RequestSpec::new(Method::GET, "/", Bytes::new()),
+            pid: pid_arg("wasmtime")?,
         },
     ];
     check_answers(&servers, |body| body == b"hello from nimbus").await?;
@@ -153,17 +194,18 @@ async fn hello() -> anyhow::Result<()> {
         arg_or("--client-threads", 1usize)?
     );
     println!();
-    println!("| connections | server | req/s | p50 ms | p99 ms | answers |");
-    println!("|---|---|---|---|---|---|");
+    println!("{TABLE_HEADER}");
     let mut ratios = Vec::new();
     for &connections in &levels {
-        let mut outcomes = measure(&servers, connections, seconds, rounds).await?;
-        for (server, outcome) in servers.iter().zip(outcomes.iter_mut()) {
-            println!("{}", row(connections, &server.name, outcome));
+        let mut measured = measure(&servers, connections, seconds, rounds).await?;
+        for (server, m) in servers.iter().zip(measured.iter_mut()) {
+            let cpu = m.cpu_per_answer();
+            println!("{}", row(connections, &server.name, &mut m.outcome, &cpu));
         }
-        let [keyed, public, peer] = &mut outcomes[..] else {
+        let [keyed, public, peer] = &mut measured[..] else {
             bail!("three servers");
         };
+        let (keyed, public, peer) = (&mut keyed.outcome, &mut public.outcome, &mut peer.outcome);
         ratios.push(format!(
             "| {connections} | {:.2} | {:.2} | {:.2} | {:.2} |",
             keyed.ok_per_second() / peer.ok_per_second(),
@@ -280,16 +322,19 @@ async fn classify() -> anyhow::Result<()> {
                 Bytes::from(png.clone()),
             )
             .bearer(&key)?,
+            pid: Some(nimbusd.pid()),
         },
         Server {
             name: "wasmtime serve 48 -S nn".into(),
             addr: wasmtime,
             request: RequestSpec::new(Method::POST, "/", Bytes::from(png.clone())),
+            pid: pid_arg("wasmtime")?,
         },
         Server {
             name: "Python (aiohttp + onnxruntime + Pillow)".into(),
             addr: python,
             request: RequestSpec::new(Method::POST, "/", Bytes::from(png.clone())),
+            pid: pid_arg("python")?,
         },
     ];
     let top1 = |body: &[u8]| -> Option<u64> {
@@ -334,39 +379,42 @@ async fn classify() -> anyhow::Result<()> {
         png.len()
     );
     println!();
-    println!("| connections | server | req/s | p50 ms | p99 ms | answers |");
-    println!("|---|---|---|---|---|---|");
+    println!("{TABLE_HEADER}");
     let mut ratios = Vec::new();
+    let me = std::process::id();
     for &connections in &levels {
-        let mut outcomes = measure(&servers, connections, seconds, rounds).await?;
-        let mut full = LoadOutcome::default();
-        let mut infer = LoadOutcome::default();
+        let mut measured = measure(&servers, connections, seconds, rounds).await?;
+        let mut full = Measured::default();
+        let mut infer = Measured::default();
         for _ in 0..rounds {
-            let (model, png, input) = (model.clone(), png.clone(), input.clone());
-            let (a, b) = tokio::task::spawn_blocking(move || {
-                let a = native(&model, &png, &input, connections, seconds, true)?;
-                let b = native(&model, &png, &input, connections, seconds, false)?;
-                Ok::<_, anyhow::Error>((a, b))
-            })
-            .await??;
-            absorb(&mut full, a);
-            absorb(&mut infer, b);
+            for (pipeline, total) in [(true, &mut full), (false, &mut infer)] {
+                let (model, png, input) = (model.clone(), png.clone(), input.clone());
+                let before = load::cpu_time(me)?;
+                let outcome = tokio::task::spawn_blocking(move || {
+                    native(&model, &png, &input, connections, seconds, pipeline)
+                })
+                .await??;
+                let used = load::cpu_time(me)?.saturating_sub(before);
+                total.cpu = Some(total.cpu.unwrap_or_default() + used);
+                absorb(&mut total.outcome, outcome);
+            }
         }
-        for (server, outcome) in servers.iter().zip(outcomes.iter_mut()) {
-            println!("{}", row(connections, &server.name, outcome));
+        for (server, m) in servers.iter().zip(measured.iter_mut()) {
+            let cpu = m.cpu_per_answer();
+            println!("{}", row(connections, &server.name, &mut m.outcome, &cpu));
         }
-        println!(
-            "{}",
-            row(
-                connections,
+        for (name, m) in [
+            (
                 "native, same pipeline (Rust preprocessing + ONNX Runtime)",
-                &mut full
-            )
-        );
-        println!(
-            "{}",
-            row(connections, "native, inference alone", &mut infer)
-        );
+                &mut full,
+            ),
+            ("native, inference alone", &mut infer),
+        ] {
+            let cpu = m.cpu_per_answer();
+            println!("{}", row(connections, name, &mut m.outcome, &cpu));
+        }
+        let outcomes: Vec<&LoadOutcome> = measured.iter().map(|m| &m.outcome).collect();
+        let (full, infer) = (&full.outcome, &infer.outcome);
         let ours = outcomes[0].ok_per_second();
         ratios.push(format!(
             "| {connections} | {:.2} | {:.2} | {:.2} | {:.2} |",

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -16,8 +16,11 @@ use super::config::{INITIAL_BACKOFF, MAX_BACKOFF};
 use crate::RegistryError;
 use crate::blobs::{DownloadStats, Downloaded, S3Uri};
 
-/// Chunks buffered between the network and the writer thread (a chunk is at most tens of KiB).
-const QUEUE_CHUNKS: usize = 64;
+/// The network's chunks (a few KiB each) are passed to the writer in batches of this size: far
+/// fewer thread wake-ups, and hashing and writing in large blocks.
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches buffered between the network and the writer thread.
+const QUEUE_BATCHES: usize = 8;
 /// Write buffer of the temp file.
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -40,7 +43,7 @@ pub(in crate::blobs) async fn download(
     .context("temp file task failed")??
     .into_parts();
 
-    let (chunks, queue) = mpsc::channel::<Bytes>(QUEUE_CHUNKS);
+    let (chunks, queue) = mpsc::channel::<Bytes>(QUEUE_BATCHES);
     let writer = tokio::task::spawn_blocking(move || write_and_hash(file, queue));
     let fetched = fetch(store, uri, chunks).await;
     let written = writer.await.context("download writer task failed")?;
@@ -80,6 +83,9 @@ async fn fetch(
     let mut received = 0u64;
     let mut etag: Option<String> = None;
     let mut requests = 0u32;
+    let mut batch = BytesMut::new();
+    let writer_failed =
+        || RegistryError::internal(format!("the download of {uri} stopped: its writer failed"));
     loop {
         requests += 1;
         let mut request = store
@@ -112,13 +118,25 @@ async fn fetch(
             match tokio::time::timeout(config.timeout, answer.body.next()).await {
                 Ok(Some(Ok(chunk))) => {
                     received += chunk.len() as u64;
-                    if chunks.send(chunk).await.is_err() {
-                        return Err(RegistryError::internal(format!(
-                            "the download of {uri} stopped: its writer failed"
-                        )));
+                    batch.extend_from_slice(&chunk);
+                    if batch.len() >= BATCH_BYTES {
+                        let full =
+                            std::mem::replace(&mut batch, BytesMut::with_capacity(BATCH_BYTES));
+                        chunks
+                            .send(full.freeze())
+                            .await
+                            .map_err(|_| writer_failed())?;
                     }
                 }
-                Ok(None) => return Ok((received, requests)),
+                Ok(None) => {
+                    if !batch.is_empty() {
+                        chunks
+                            .send(batch.freeze())
+                            .await
+                            .map_err(|_| writer_failed())?;
+                    }
+                    return Ok((received, requests));
+                }
                 Ok(Some(Err(error))) => break Interrupted(format!("{error}")),
                 Err(_) => {
                     break Interrupted(format!("no data for {} ms", config.timeout.as_millis()));

@@ -7,7 +7,7 @@ mod queries;
 mod schema;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -29,6 +29,8 @@ pub(super) struct Db {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// Write transactions committed through this `Db`, counted after each commit.
+    commits: AtomicU64,
 }
 
 impl std::fmt::Debug for Db {
@@ -69,6 +71,7 @@ impl Db {
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
+            commits: AtomicU64::new(0),
         })
     }
 
@@ -101,9 +104,17 @@ impl Db {
                 .context("beginning a transaction")?;
             let value = f(&SqliteSql(&tx))?;
             tx.commit().context("committing a transaction")?;
+            // Counted here, in the blocking task, so that a caller that stops waiting still
+            // counts a commit that happened.
+            db.commits.fetch_add(1, Ordering::Release);
             Ok(value)
         })
         .await
+    }
+
+    /// Write transactions committed so far (see [`super::Db::local_commits`]).
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Acquire)
     }
 
     /// A free reader if there is one, else the next in turn (waiting for it).
