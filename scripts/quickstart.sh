@@ -27,10 +27,11 @@ step "fetching ONNX Runtime and OpenVINO from their PyPI wheels"
 scripts/fetch-engines.sh
 step "building nimbusd and nimbus (release)"
 cargo build --release -p nimbus-runtime -p nimbus-cli
-nimbus=target/release/nimbus
+bin=${CARGO_TARGET_DIR:-target}/release
+nimbus=$bin/nimbus
 
 step "starting nimbusd on $listen (state in $NIMBUS_DATA_DIR, log in $NIMBUS_DATA_DIR.log)"
-target/release/nimbusd --listen "$listen" >"$NIMBUS_DATA_DIR.out" 2>"$NIMBUS_DATA_DIR.log" &
+"$bin/nimbusd" --listen "$listen" >"$NIMBUS_DATA_DIR.out" 2>"$NIMBUS_DATA_DIR.log" &
 pid=$!
 if [ "${KEEP_RUNNING:-0}" != 1 ]; then
     trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT
@@ -45,7 +46,8 @@ cat "$NIMBUS_DATA_DIR.out"
 step "pushing EfficientNet-Lite0 as model 'efficientnet' (ONNX Runtime)"
 $nimbus model push efficientnet "$models/image_classifier_efficientnet_lite0/efficientnet_lite0.onnx" --engine onnxruntime
 step "deploying functions/classify-image"
-$nimbus deploy functions/classify-image
+# The manifest names the wasm under this repository's target/wasm: build the guest there.
+env -u CARGO_TARGET_DIR $nimbus deploy functions/classify-image
 step "classifying $image"
 $nimbus invoke classify-image --data "@$image"
 echo

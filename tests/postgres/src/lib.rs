@@ -92,7 +92,20 @@ fn start() -> anyhow::Result<Server> {
     start_cluster()
 }
 
+/// Starts a cluster, trying again (on a new port and folder) when the server does not come up,
+/// e.g. because another process took the port in the meantime.
 fn start_cluster() -> anyhow::Result<Server> {
+    let mut last = None;
+    for _ in 0..3 {
+        match start_cluster_once() {
+            Ok(server) => return Ok(server),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.expect("tried at least once"))
+}
+
+fn start_cluster_once() -> anyhow::Result<Server> {
     let bin = bin_dir()?;
     let root = std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
@@ -138,6 +151,7 @@ fn start_cluster() -> anyhow::Result<Server> {
     }
     let port = free_port()?;
     let log = dir.join("server.log");
+    let pid_file = dir.join("server.pid");
     // The shell owns the server: it starts it, waits until our end of its stdin closes (this
     // process exited), then stops it and removes the folder.
     let script = format!(
@@ -145,6 +159,7 @@ fn start_cluster() -> anyhow::Result<Server> {
             -c unix_socket_directories= -c fsync=off -c synchronous_commit=off \
             -c full_page_writes=off -c max_connections=300 >"{log}" 2>&1 &
         pid=$!
+        echo "$pid" >"{pid_file}"
         read -r _ || true
         kill -INT "$pid" 2>/dev/null
         wait "$pid"
@@ -152,6 +167,7 @@ fn start_cluster() -> anyhow::Result<Server> {
         postgres = bin.join("postgres").display(),
         data = data.display(),
         log = log.display(),
+        pid_file = pid_file.display(),
         dir = dir.display(),
     );
     let mut child = as_owner(root, Path::new("sh"))
@@ -174,13 +190,17 @@ fn start_cluster() -> anyhow::Result<Server> {
         if ready {
             break;
         }
-        if child.try_wait()?.is_some() || started.elapsed() > START_TIMEOUT {
+        // The server's pid, once the shell wrote it: a server that exited (a port taken) is
+        // noticed at once rather than after the timeout.
+        let server_died = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if server_died || child.try_wait()?.is_some() || started.elapsed() > START_TIMEOUT {
+            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
             let mut lifeline = lifeline;
             let _ = lifeline.write_all(b"\n");
-            bail!(
-                "PostgreSQL did not start on port {port}; its log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
+            bail!("PostgreSQL did not start on port {port}; its log:\n{log_text}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -1,13 +1,15 @@
-//! Verified downloads: an object streams from S3 into a temp file while a blocking thread hashes
-//! and writes it (network reads never wait on the disk or the hash), a stall or broken body is
-//! resumed with a ranged GET pinned to the object's ETag, and the file is handed over only when its
-//! sha256 is the expected one. On any failure the temp file is removed.
+//! Verified downloads: an object streams from S3 into a temp file, each chunk hashed as it
+//! arrives (while it is hot in the cache) and handed to a blocking thread that writes it (network
+//! reads never wait on the disk); a stall or broken body is resumed with a ranged GET pinned to the
+//! object's ETag, and the file is handed over only when its sha256 is the expected one. On any
+//! failure the temp file is removed. (Measured on 2 cores beside the S3 server, batching chunks
+//! for the writer or hashing on the writer thread were both slower; see docs/benchmarks.md.)
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -16,11 +18,8 @@ use super::config::{INITIAL_BACKOFF, MAX_BACKOFF};
 use crate::RegistryError;
 use crate::blobs::{DownloadStats, Downloaded, S3Uri};
 
-/// The network's chunks (a few KiB each) are passed to the writer in batches of this size: far
-/// fewer thread wake-ups, and hashing and writing in large blocks.
-const BATCH_BYTES: usize = 1 << 20;
-/// Batches buffered between the network and the writer thread.
-const QUEUE_BATCHES: usize = 8;
+/// Chunks (a few KiB each) buffered between the network and the writer thread.
+const QUEUE_CHUNKS: usize = 64;
 /// Write buffer of the temp file.
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -43,15 +42,16 @@ pub(in crate::blobs) async fn download(
     .context("temp file task failed")??
     .into_parts();
 
-    let (chunks, queue) = mpsc::channel::<Bytes>(QUEUE_BATCHES);
-    let writer = tokio::task::spawn_blocking(move || write_and_hash(file, queue));
-    let fetched = fetch(store, uri, chunks).await;
+    let (chunks, queue) = mpsc::channel::<Bytes>(QUEUE_CHUNKS);
+    let writer = tokio::task::spawn_blocking(move || write(file, queue));
+    let mut received = Received::default();
+    let fetched = fetch(store, uri, chunks, &mut received).await;
     let written = writer.await.context("download writer task failed")?;
     // A writer failure (disk full) is the cause when both failed: the fetch only saw it stop.
-    let (hasher, hashing) = written.with_context(|| format!("writing the download of {uri}"))?;
-    let (size, requests) = fetched?;
+    written.with_context(|| format!("writing the download of {uri}"))?;
+    let requests = fetched?;
 
-    let actual = hex::encode(hasher.finalize());
+    let actual = hex::encode(received.hasher.finalize());
     if actual != expected_sha256 {
         return Err(RegistryError::internal(format!(
             "sha256 mismatch: {uri} hashes to sha256 {actual}, but sha256 {expected_sha256} was \
@@ -60,32 +60,46 @@ pub(in crate::blobs) async fn download(
     }
     Ok(Downloaded {
         file: temp,
-        size,
+        size: received.bytes,
         stats: DownloadStats {
             elapsed: started.elapsed(),
-            hashing,
+            hashing: received.hashing,
             requests,
         },
     })
 }
 
+/// What has arrived so far: its running hash, its size and the time spent hashing.
+#[derive(Default)]
+struct Received {
+    hasher: Sha256,
+    bytes: u64,
+    hashing: Duration,
+}
+
+impl Received {
+    fn add(&mut self, chunk: &[u8]) {
+        let started = Instant::now();
+        self.hasher.update(chunk);
+        self.hashing += started.elapsed();
+        self.bytes += chunk.len() as u64;
+    }
+}
+
 /// Why one GET's body stopped early; the next attempt resumes where it stopped.
 struct Interrupted(String);
 
-/// GETs `uri` into `chunks`, resuming a broken body up to the configured attempts. Returns the
-/// bytes received and the GET requests made.
+/// GETs `uri` into `received` and `chunks`, resuming a broken body up to the configured
+/// attempts. Returns the GET requests made.
 async fn fetch(
     store: &S3Store,
     uri: &S3Uri,
     chunks: mpsc::Sender<Bytes>,
-) -> Result<(u64, u32), RegistryError> {
+    received: &mut Received,
+) -> Result<u32, RegistryError> {
     let config = store.config();
-    let mut received = 0u64;
     let mut etag: Option<String> = None;
     let mut requests = 0u32;
-    let mut batch = BytesMut::new();
-    let writer_failed =
-        || RegistryError::internal(format!("the download of {uri} stopped: its writer failed"));
     loop {
         requests += 1;
         let mut request = store
@@ -93,8 +107,8 @@ async fn fetch(
             .get_object()
             .bucket(&uri.bucket)
             .key(&uri.key);
-        if received > 0 {
-            request = request.range(format!("bytes={received}-"));
+        if received.bytes > 0 {
+            request = request.range(format!("bytes={}-", received.bytes));
             if let Some(etag) = &etag {
                 // The rest of the same object, or a 412 if it changed meanwhile.
                 request = request.if_match(etag);
@@ -117,26 +131,14 @@ async fn fetch(
         let interrupted = loop {
             match tokio::time::timeout(config.timeout, answer.body.next()).await {
                 Ok(Some(Ok(chunk))) => {
-                    received += chunk.len() as u64;
-                    batch.extend_from_slice(&chunk);
-                    if batch.len() >= BATCH_BYTES {
-                        let full =
-                            std::mem::replace(&mut batch, BytesMut::with_capacity(BATCH_BYTES));
-                        chunks
-                            .send(full.freeze())
-                            .await
-                            .map_err(|_| writer_failed())?;
+                    received.add(&chunk);
+                    if chunks.send(chunk).await.is_err() {
+                        return Err(RegistryError::internal(format!(
+                            "the download of {uri} stopped: its writer failed"
+                        )));
                     }
                 }
-                Ok(None) => {
-                    if !batch.is_empty() {
-                        chunks
-                            .send(batch.freeze())
-                            .await
-                            .map_err(|_| writer_failed())?;
-                    }
-                    return Ok((received, requests));
-                }
+                Ok(None) => return Ok(requests),
                 Ok(Some(Err(error))) => break Interrupted(format!("{error}")),
                 Err(_) => {
                     break Interrupted(format!("no data for {} ms", config.timeout.as_millis()));
@@ -145,12 +147,11 @@ async fn fetch(
         };
         if requests >= config.max_attempts.max(1) {
             return Err(RegistryError::Unavailable(format!(
-                "the download of {uri} broke off after {received} bytes and {requests} \
-                 attempts: {}",
-                interrupted.0
+                "the download of {uri} broke off after {} bytes and {requests} attempts: {}",
+                received.bytes, interrupted.0
             )));
         }
-        tracing::warn!(object = %uri, received, reason = %interrupted.0, "download interrupted; resuming");
+        tracing::warn!(object = %uri, received = received.bytes, reason = %interrupted.0, "download interrupted; resuming");
         tokio::time::sleep(backoff(requests)).await;
     }
 }
@@ -162,24 +163,14 @@ fn backoff(attempt: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// The writer thread: hashes and writes every chunk until the queue closes. Returns the hasher
-/// and the time spent hashing.
-fn write_and_hash(
-    file: std::fs::File,
-    mut queue: mpsc::Receiver<Bytes>,
-) -> std::io::Result<(Sha256, Duration)> {
+/// The writer thread: writes every chunk until the queue closes.
+fn write(file: std::fs::File, mut queue: mpsc::Receiver<Bytes>) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
-    let mut hasher = Sha256::new();
-    let mut hashing = Duration::ZERO;
     while let Some(chunk) = queue.blocking_recv() {
-        let t = Instant::now();
-        hasher.update(&chunk);
-        hashing += t.elapsed();
         out.write_all(&chunk)?;
     }
-    out.flush()?;
-    Ok((hasher, hashing))
+    out.flush()
 }
 
 #[cfg(test)]
