@@ -1,6 +1,6 @@
 //! The node's disk cache of artifacts (function wasm, model files) pulled from S3:
 //! `<data-dir>/cache/sha256/<hex>`, bounded in bytes, least recently used first out. Files arrive
-//! complete and verified (renamed in from `<data-dir>/cache/tmp/`), and an artifact in use is
+//! complete and verified (renamed in from the cache's staging folder), and an artifact in use is
 //! pinned so it is never deleted under a reader. The index lives in memory and is rebuilt from the
 //! folder at start (oldest modification time = least recently used; a hit touches the file), so
 //! the cache survives restarts. Fetching and verifying is `artifacts`'s job, not this module's.

@@ -234,10 +234,9 @@ async fn connection(spec: Arc<LoadSpec>, deadline: Instant) -> LoadOutcome {
             if parts.status.is_success() {
                 outcome.ok_latencies.push(took);
             } else {
-                outcome
-                    .samples
-                    .entry(status)
-                    .or_insert_with(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into());
+                outcome.samples.entry(status).or_insert_with(|| {
+                    String::from_utf8_lossy(&body[..body.len().min(300)]).into()
+                });
                 if status == 429 && spec.honour_retry_after {
                     let wait = parts
                         .headers

@@ -96,7 +96,12 @@ pub fn to_tensor(rgb: &RgbImage) -> Result<Vec<f32>, PreprocessError> {
     let mut window = fir::images::Image::new(CROP, CROP, fir::PixelType::U8x3);
     let options = fir::ResizeOptions::new()
         .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear))
-        .crop(left, top, f64::from(CROP) * scale_x, f64::from(CROP) * scale_y);
+        .crop(
+            left,
+            top,
+            f64::from(CROP) * scale_x,
+            f64::from(CROP) * scale_y,
+        );
     fir::Resizer::new()
         .resize(&source, &mut window, &options)
         .map_err(|e| PreprocessError::NotAnImage(e.to_string()))?;

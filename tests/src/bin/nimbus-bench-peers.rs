@@ -131,10 +131,7 @@ fn row(connections: usize, name: &str, outcome: &mut LoadOutcome, cpu: &str) -> 
 const TABLE_HEADER: &str = "| connections | server | req/s | p50 ms | p99 ms | server CPU us/answer | answers |\n|---|---|---|---|---|---|---|";
 
 /// Checks that every server gives the expected answer before anything is measured.
-async fn check_answers(
-    servers: &[Server],
-    expect: impl Fn(&[u8]) -> bool,
-) -> anyhow::Result<()> {
+async fn check_answers(servers: &[Server], expect: impl Fn(&[u8]) -> bool) -> anyhow::Result<()> {
     for server in servers {
         let (status, body, _) = load::once(server.addr, &server.request).await?;
         ensure!(

@@ -53,7 +53,9 @@ async fn instantiate_quantiles(nimbusd: &Nimbusd) -> [f64; 3] {
     let mut out = [0.0; 3];
     for (slot, q) in out.iter_mut().zip(["0.5", "0.9", "0.99"]) {
         *slot = nimbusd
-            .metric(&format!("nimbus_instance_start_seconds{{quantile=\"{q}\"}}"))
+            .metric(&format!(
+                "nimbus_instance_start_seconds{{quantile=\"{q}\"}}"
+            ))
             .await;
     }
     out
