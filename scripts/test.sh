@@ -3,7 +3,7 @@
 # (scripts/fetch-engines.sh), installs PostgreSQL's server binaries when missing (the registry
 # suites run on SQLite and on throwaway PostgreSQL clusters) and SeaweedFS and boto3 into .venv
 # (the S3 suites), builds the guest components, then
-# `cargo test --release --workspace`.
+# `cargo test --release --workspace` (after building the binaries the tests start: nimbusd, nimbus).
 # Extra arguments go to cargo test (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,4 +54,7 @@ for workspace in functions tests/guests; do
         || { echo "error: building the guests in $workspace failed" >&2; exit 1; }
 done
 
-cargo test --release --workspace "$@"
+# `cargo test` builds other packages' binaries only as test harnesses; the end-to-end suites start
+# the real nimbusd and nimbus, built here in the same profile (so nothing is compiled twice).
+cargo build --release --workspace --bins
+cargo test --release --workspace --no-fail-fast "$@"

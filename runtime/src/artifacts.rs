@@ -122,7 +122,7 @@ impl Artifacts {
         let uri = uri.map(str::parse::<S3Uri>).transpose()?;
         // A cached file that no longer hashes right is dropped and fetched again, once.
         for _ in 0..2 {
-            let fetched = self.fetch(sha256, uri.clone()).await?;
+            let fetched = self.fetch(cache, sha256, uri.clone()).await?;
             let path = fetched.file.path.clone();
             let bytes = tokio::fs::read(&path).await.map_err(|e| {
                 ArtifactError::Failed(format!(
@@ -161,12 +161,12 @@ impl Artifacts {
     }
 
     /// The artifact from the disk cache, else from the download in progress, else from a new one.
-    async fn fetch(&self, sha256: &str, uri: Option<S3Uri>) -> Result<Fetched, ArtifactError> {
-        let cache = self
-            .inner
-            .cache
-            .clone()
-            .expect("fetch is only used with a disk cache");
+    async fn fetch(
+        &self,
+        cache: &Arc<DiskCache>,
+        sha256: &str,
+        uri: Option<S3Uri>,
+    ) -> Result<Fetched, ArtifactError> {
         let shared = {
             let mut in_flight = self
                 .inner
@@ -185,6 +185,7 @@ impl Artifacts {
                 .entry(sha256.to_owned())
                 .or_insert_with(|| {
                     let inner = self.inner.clone();
+                    let cache = cache.clone();
                     let sha256 = sha256.to_owned();
                     // Spawned: the download finishes for the others even if the request that
                     // started it goes away.

@@ -66,7 +66,7 @@ pub fn binary(name: &str) -> PathBuf {
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so cargo builds it",
+        "{} is missing: run scripts/test.sh, or `cargo build --release --workspace --bins` before `cargo test --release`",
         path.display()
     );
     path

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,7 +73,21 @@ impl SeaweedFs {
             ports: free_ports(10),
             log_path,
         };
-        server.run().expect("starting SeaweedFS");
+        // The ports were free a moment ago; another test may take one before weed binds it
+        // (weed then exits), so a start that loses that race tries again on fresh ports.
+        for attempt in 1.. {
+            match server.run() {
+                Ok(()) => break,
+                Err(error)
+                    if attempt < 5 && error.to_string().contains("address already in use") =>
+                {
+                    server.stop();
+                    server.ports = free_ports(10);
+                    let _ = std::fs::remove_file(&server.log_path);
+                }
+                Err(error) => panic!("starting SeaweedFS: {error:#}"),
+            }
+        }
         server.boto3(&["mb", BUCKET]).expect("creating the bucket");
         server
     }
@@ -229,13 +243,24 @@ type ProxyBody = BoxBody<Bytes, hyper::Error>;
 /// Requests counted by `(method, path)`.
 type Counts = Mutex<HashMap<(String, String), u64>>;
 
+/// The faults a proxy is told to make.
+#[derive(Default)]
+struct Faults {
+    /// Accept requests and never answer them.
+    stall_requests: AtomicBool,
+    /// GET answers still to cut off (the body stops, the connection stays open)...
+    body_stalls: AtomicU32,
+    /// ...after this many bytes of body.
+    body_stall_after: AtomicU64,
+}
+
 /// An HTTP proxy in front of an S3 port that counts requests per method and path (the path is
-/// `/<bucket>/<key>` with path-style addressing) and can stall: accept requests and never answer.
-/// While its upstream is down it answers 502. Stops when dropped.
+/// `/<bucket>/<key>` with path-style addressing) and can stall: accept requests and never answer,
+/// or stop sending a body half-way. While its upstream is down it answers 502. Stops when dropped.
 pub struct CountingProxy {
     address: SocketAddr,
     counts: Arc<Counts>,
-    stalled: Arc<AtomicBool>,
+    faults: Arc<Faults>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -249,22 +274,22 @@ impl CountingProxy {
             .expect("non-blocking listener");
         let address = listener.local_addr().expect("proxy address");
         let counts: Arc<Counts> = Arc::default();
-        let stalled = Arc::new(AtomicBool::new(false));
+        let faults: Arc<Faults> = Arc::default();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let upstream: http::Uri = upstream.parse().expect("upstream URL");
-        let (c, s) = (counts.clone(), stalled.clone());
+        let (c, f) = (counts.clone(), faults.clone());
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .expect("proxy runtime");
-            runtime.block_on(serve(listener, upstream, c, s, stopped));
+            runtime.block_on(serve(listener, upstream, c, f, stopped));
         });
         CountingProxy {
             address,
             counts,
-            stalled,
+            faults,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -291,7 +316,16 @@ impl CountingProxy {
 
     /// From now on, accept requests and never answer them (`true`), or forward again.
     pub fn stall(&self, stalled: bool) {
-        self.stalled.store(stalled, Ordering::SeqCst);
+        self.faults.stall_requests.store(stalled, Ordering::SeqCst);
+    }
+
+    /// Cuts off the body of the next `responses` GET answers after `after_bytes` bytes: the rest
+    /// never comes, and the connection stays open.
+    pub fn stall_bodies(&self, after_bytes: u64, responses: u32) {
+        self.faults
+            .body_stall_after
+            .store(after_bytes, Ordering::SeqCst);
+        self.faults.body_stalls.store(responses, Ordering::SeqCst);
     }
 }
 
@@ -310,7 +344,7 @@ async fn serve(
     listener: TcpListener,
     upstream: http::Uri,
     counts: Arc<Counts>,
-    stalled: Arc<AtomicBool>,
+    faults: Arc<Faults>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
@@ -325,20 +359,20 @@ async fn serve(
             },
             _ = &mut stop => break,
         };
-        let (client, upstream, counts, stalled) = (
+        let (client, upstream, counts, faults) = (
             client.clone(),
             upstream.clone(),
             counts.clone(),
-            stalled.clone(),
+            faults.clone(),
         );
         let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let (client, upstream, counts, stalled) = (
+            let (client, upstream, counts, faults) = (
                 client.clone(),
                 upstream.clone(),
                 counts.clone(),
-                stalled.clone(),
+                faults.clone(),
             );
-            async move { Ok::<_, Infallible>(forward(req, &client, &upstream, &counts, &stalled).await) }
+            async move { Ok::<_, Infallible>(forward(req, &client, &upstream, &counts, &faults).await) }
         });
         connections.spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new()
@@ -354,7 +388,7 @@ async fn forward(
     client: &HttpClient<HttpConnector, Incoming>,
     upstream: &http::Uri,
     counts: &Counts,
-    stalled: &AtomicBool,
+    faults: &Faults,
 ) -> http::Response<ProxyBody> {
     {
         let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
@@ -362,9 +396,10 @@ async fn forward(
             .entry((req.method().to_string(), req.uri().path().to_owned()))
             .or_default() += 1;
     }
-    if stalled.load(Ordering::SeqCst) {
+    if faults.stall_requests.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;
     }
+    let is_get = req.method() == http::Method::GET;
     let path_and_query = req
         .uri()
         .path_and_query()
@@ -375,7 +410,21 @@ async fn forward(
     *req.uri_mut() = http::Uri::from_parts(parts).expect("upstream URI");
     // The Host header stays the proxy's: it is part of what the client signed.
     match client.request(req).await {
-        Ok(response) => response.map(|body| body.boxed()),
+        Ok(response) => {
+            let cut = is_get
+                && faults
+                    .body_stalls
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            let after = faults.body_stall_after.load(Ordering::SeqCst);
+            response.map(|body| {
+                if cut {
+                    cut_off(body, after)
+                } else {
+                    body.boxed()
+                }
+            })
+        }
         Err(error) => http::Response::builder()
             .status(502)
             .body(
@@ -385,6 +434,30 @@ async fn forward(
             )
             .expect("a 502"),
     }
+}
+
+/// `body` up to `limit` bytes, then nothing, ever.
+fn cut_off(body: Incoming, limit: u64) -> ProxyBody {
+    use futures::StreamExt as _;
+    let frames = http_body_util::BodyStream::new(body);
+    let stream = futures::stream::unfold((frames, 0u64), move |(mut frames, sent)| async move {
+        if sent >= limit {
+            std::future::pending::<()>().await;
+        }
+        let frame = match frames.next().await? {
+            Ok(frame) => frame,
+            Err(error) => return Some((Err(error), (frames, sent))),
+        };
+        match frame.into_data() {
+            Ok(mut data) => {
+                data.truncate(usize::try_from(limit - sent).unwrap_or(usize::MAX));
+                let sent = sent + data.len() as u64;
+                Some((Ok(hyper::body::Frame::data(data)), (frames, sent)))
+            }
+            Err(frame) => Some((Ok(frame), (frames, sent))),
+        }
+    });
+    BodyExt::boxed(http_body_util::StreamBody::new(stream))
 }
 
 /// nimbusd options for S3 at `endpoint` (the proxy's URL, usually): bucket [`BUCKET`],

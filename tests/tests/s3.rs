@@ -375,6 +375,57 @@ async fn a_stalled_s3_times_out_after_bounded_retries_and_never_hangs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_download_that_stalls_half_way_resumes_where_it_stopped() {
+    let s3 = S3::start();
+    let flags = ["--s3-timeout-ms", "1000", "--s3-max-attempts", "3"];
+    let nimbusd = s3.nimbusd(&flags);
+    let client = nimbusd.client();
+    register(&s3, &client, "efficientnet", "m.onnx", &efficientnet()).await;
+    deploy(&client, "classify-image", "efficientnet").await;
+
+    // The first answer stops after 5 MB; the download resumes from there with a ranged GET.
+    s3.proxy.stall_bodies(5 << 20, 1);
+    assert_tiger_cat(&client, "classify-image").await;
+    assert_eq!(s3.proxy.gets("m.onnx"), 2);
+    assert!(nimbusd.log().contains("download interrupted; resuming"));
+    assert_eq!(
+        nimbusd.metric("nimbus_artifact_download_bytes_total").await as u64,
+        std::fs::metadata(efficientnet()).unwrap().len()
+            + std::fs::metadata(guest_wasm("functions", "classify-image"))
+                .unwrap()
+                .len(),
+        "each byte downloaded once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_download_that_stalls_on_every_attempt_gives_up_with_503() {
+    let s3 = S3::start();
+    let flags = ["--s3-timeout-ms", "1000", "--s3-max-attempts", "3"];
+    let nimbusd = s3.nimbusd(&flags);
+    let client = nimbusd.client();
+    register(&s3, &client, "efficientnet", "m.onnx", &efficientnet()).await;
+    deploy(&client, "classify-image", "efficientnet").await;
+
+    s3.proxy.stall_bodies(1 << 20, 3);
+    let started = Instant::now();
+    let (status, answer) = classify(&client, "classify-image").await;
+    let took = started.elapsed();
+    assert_eq!(status, 503, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("broke off after") && message.contains("3 attempts"),
+        "{message}"
+    );
+    // Bounded: three attempts of a 1 s stall plus backoff, never a hang (generous for a loaded box).
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert_eq!(s3.proxy.gets("m.onnx"), 3);
+    assert!(!cached(&nimbusd).contains(&sha256_file(&efficientnet())));
+
+    assert_tiger_cat(&client, "classify-image").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_tampered_object_is_refused_naming_the_sha256_mismatch() {
     let s3 = S3::start();
     let nimbusd = s3.nimbusd(&[]);

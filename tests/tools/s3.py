@@ -20,7 +20,7 @@ def client(endpoint):
         "s3",
         endpoint_url=endpoint,
         region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 10, "mode": "standard"}),
     )
 
 

@@ -6,7 +6,8 @@
 //!     nimbus-bench-peers hello --wasmtime-url http://127.0.0.1:P
 //!         [--connections 1,16,256] [--seconds 5] [--rounds 3] [--client-threads 1]
 //!     nimbus-bench-peers classify --wasmtime-url http://127.0.0.1:P --python-url http://127.0.0.1:Q
-//!         [--connections 1,4,16] [--seconds 10] [--rounds 2] [--sessions 2] [--image chelsea.png]
+//!         [--connections 1,4,16] [--seconds 10] [--rounds 2] [--sessions 2] [--intra-op-threads N]
+//!         [--image chelsea.png]
 //!
 //! `hello`: the hello component on nimbusd (public, and a private copy called with an API key)
 //! and on `wasmtime serve`. `classify`: classify-image on nimbusd and on `wasmtime serve -S nn`,
@@ -301,8 +302,15 @@ async fn classify() -> anyhow::Result<()> {
     let picture = arg("--image").unwrap_or_else(|| "chelsea.png".into());
     let png = image(&picture);
 
+    let intra_op_threads: Option<usize> =
+        arg("--intra-op-threads").map(|n| n.parse()).transpose()?;
     let sessions_flag = sessions.to_string();
-    let nimbusd = start_nimbusd(&["--sessions-per-model", &sessions_flag])?;
+    let mut flags = vec!["--sessions-per-model".to_owned(), sessions_flag];
+    if let Some(n) = intra_op_threads {
+        flags.extend(["--intra-op-threads".to_owned(), n.to_string()]);
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let nimbusd = start_nimbusd(&flags)?;
     let client = nimbusd.client();
     deploy_classifier(&client, "efficientnet", "onnxruntime", "classify-image").await;
     let key = client
@@ -344,7 +352,10 @@ async fn classify() -> anyhow::Result<()> {
 
     // Native: nimbusd's own engine layer (same ONNX Runtime library and settings, same session
     // pool size), in this process, with no HTTP and no sandbox.
-    let engines = Engines::load(&EnginesConfig::default());
+    let engines = Engines::load(&EnginesConfig {
+        intra_op_threads,
+        ..EnginesConfig::default()
+    });
     ensure!(
         engines.is_available(EngineKind::OnnxRuntime),
         "ONNX Runtime is unavailable: {:?}",
@@ -370,10 +381,11 @@ async fn classify() -> anyhow::Result<()> {
     println!();
     println!(
         "{}; EfficientNet-Lite0 on ONNX Runtime (CPU), {picture} ({} bytes); {rounds} \
-         interleaved rounds of {seconds} s per row; {sessions} sessions per model in nimbusd and \
-         native",
+         interleaved rounds of {seconds} s per row; {sessions} sessions per model and {} intra-op \
+         threads in nimbusd and native",
         conditions(),
-        png.len()
+        png.len(),
+        intra_op_threads.map_or("default".to_owned(), |n| n.to_string()),
     );
     println!();
     println!("{TABLE_HEADER}");
