@@ -92,13 +92,14 @@ wait_for_quiet() {
 }
 
 # Starts `wasmtime serve` on a free port with the given extra flags and component; sets
-# WASMTIME_URL.
+# WASMTIME_URL and WASMTIME_PID (its CPU time per answer goes in the tables).
 start_wasmtime() {
     local port
     port="$(free_port)"
     ORT_DYLIB_PATH="$ORT_LIBRARY" "$PEERS/bin/wasmtime" serve --addr "127.0.0.1:$port" -S cli "$@" \
         >"$OUT/wasmtime-$port.log" 2>&1 &
     PIDS+=($!)
+    WASMTIME_PID=$!
     wait_port "$port"
     WASMTIME_URL="http://127.0.0.1:$port"
 }
@@ -118,7 +119,8 @@ for step in "${STEPS[@]}"; do
     case "$step" in
         hello)
             start_wasmtime "$WASM/hello.wasm"
-            run_step hello target/release/nimbus-bench-peers hello --wasmtime-url "$WASMTIME_URL"
+            run_step hello target/release/nimbus-bench-peers hello --wasmtime-url "$WASMTIME_URL" \
+                --wasmtime-pid "$WASMTIME_PID"
             cleanup
             ;;
         classify)
@@ -133,9 +135,11 @@ for step in "${STEPS[@]}"; do
                 --labels functions/classify-image/data/imagenet_labels.json \
                 >"$OUT/python-$port.log" 2>&1 &
             PIDS+=($!)
+            python_pid=$!
             wait_port "$port"
             run_step classify target/release/nimbus-bench-peers classify \
-                --wasmtime-url "$WASMTIME_URL" --python-url "http://127.0.0.1:$port"
+                --wasmtime-url "$WASMTIME_URL" --wasmtime-pid "$WASMTIME_PID" \
+                --python-url "http://127.0.0.1:$port" --python-pid "$python_pid"
             cleanup
             ;;
         start) run_step start target/release/nimbus-bench-start ;;

@@ -45,7 +45,7 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
         .map_err(|e| PreprocessError::NotAnImage(e.to_string()))?;
     reader.limits(limits);
     match reader.decode() {
-        Ok(img) => Ok(img.to_rgb8()),
+        Ok(img) => Ok(img.into_rgb8()),
         Err(ImageError::Limits(e)) => Err(PreprocessError::TooLarge(e.to_string())),
         Err(e) => Err(PreprocessError::NotAnImage(e.to_string())),
     }
