@@ -31,6 +31,8 @@ bin=${CARGO_TARGET_DIR:-target}/release
 nimbus=$bin/nimbus
 
 step "starting nimbusd on $listen (state in $NIMBUS_DATA_DIR, log in $NIMBUS_DATA_DIR.log)"
+# The first start prints the admin key: its output stays readable by this user only.
+for f in "$NIMBUS_DATA_DIR.out" "$NIMBUS_DATA_DIR.log"; do : >"$f" && chmod 600 "$f"; done
 "$bin/nimbusd" --listen "$listen" >"$NIMBUS_DATA_DIR.out" 2>"$NIMBUS_DATA_DIR.log" &
 pid=$!
 if [ "${KEEP_RUNNING:-0}" != 1 ]; then

@@ -8,6 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The end-to-end and engine tests run the real models (see ../shared/models/README.md).
+models=${NIMBUS_MODELS_DIR:-../shared/models}
+if [ ! -f "$models/image_classifier_efficientnet_lite0/efficientnet_lite0.onnx" ]; then
+    echo "error: the shared models are not in $models: set NIMBUS_MODELS_DIR" >&2
+    exit 1
+fi
+
 if command -v rustup >/dev/null 2>&1; then
     rustup target add wasm32-wasip2 >/dev/null
 fi

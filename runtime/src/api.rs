@@ -240,6 +240,35 @@ async fn model_versions(
     )
 }
 
+/// A manifest's limits must be positive and within this node's maxima (`--max-memory-mb`,
+/// `--max-timeout-ms`, `--max-instances`).
+fn check_limits(config: &crate::config::Config, limits: &Limits) -> Result<(), ApiError> {
+    let check = |name: &str, value: Option<u64>, max: u64, flag: &str| match value {
+        Some(v) if v == 0 || v > max => Err(ApiError::bad_request(format!(
+            "limits.{name} is {v}: it must be between 1 and {max} on this node ({flag})"
+        ))),
+        _ => Ok(()),
+    };
+    check(
+        "memory_mb",
+        limits.memory_mb.map(u64::from),
+        config.max_memory_mb.into(),
+        "--max-memory-mb",
+    )?;
+    check(
+        "timeout_ms",
+        limits.timeout_ms,
+        config.max_timeout_ms,
+        "--max-timeout-ms",
+    )?;
+    check(
+        "concurrency",
+        limits.concurrency.map(u64::from),
+        config.max_instances.into(),
+        "--max-instances",
+    )
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateFunction {
@@ -261,6 +290,7 @@ async fn create_function(
 ) -> Result<Response<Body>, ApiError> {
     let principal = auth::require(&req, Scope::Deploy)?;
     let body: CreateFunction = read_json(req).await?;
+    check_limits(&state.config, &body.limits)?;
     if state
         .registry
         .tenant_has_blob(&principal.tenant, &body.wasm_sha256)

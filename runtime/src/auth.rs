@@ -92,9 +92,12 @@ impl Auth {
         };
         let source = req.extensions().get::<ClientIp>().map(|ip| ip.0);
         let blocked = source.and_then(|ip| self.limits.auth_blocked(ip));
+        // One Authorization header only: with two, which one counts would be a guess.
+        let single = req.headers().get_all(http::header::AUTHORIZATION).iter().count() == 1;
         let credential = value
             .to_str()
             .ok()
+            .filter(|_| single)
             .and_then(bearer_token)
             .ok_or(AuthError::Malformed)
             .and_then(|token| self.registry.credential(token));

@@ -14,6 +14,12 @@ pub const DEFAULT_DATA_DIR: &str = ".nimbus";
 pub const DEFAULT_MEMORY_MB: u32 = 256;
 /// Wall-clock time a request may spend in a guest, unless its manifest says otherwise.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// The most memory a manifest may ask for (MiB): the pooling allocator's ceiling per memory.
+pub const DEFAULT_MAX_MEMORY_MB: u32 = 4096;
+/// The longest time limit a manifest may ask for (ms).
+pub const DEFAULT_MAX_TIMEOUT_MS: u64 = 600_000;
+/// How long a client may take to send a request's headers.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// Largest request body passed to a guest.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 << 20;
 /// Largest blob (model file, wasm) one upload may carry.
@@ -98,6 +104,26 @@ pub struct Config {
     /// Default time limit of a request in a guest (ms) when its manifest sets none.
     #[arg(long, env = "NIMBUS_DEFAULT_TIMEOUT_MS", default_value_t = DEFAULT_TIMEOUT_MS)]
     pub default_timeout_ms: u64,
+
+    /// The most memory a function's manifest may ask for (MiB); a deploy asking more is refused.
+    #[arg(long, env = "NIMBUS_MAX_MEMORY_MB", default_value_t = DEFAULT_MAX_MEMORY_MB,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_memory_mb: u32,
+
+    /// The longest time limit a function's manifest may ask for (ms); a deploy asking more is
+    /// refused.
+    #[arg(long, env = "NIMBUS_MAX_TIMEOUT_MS", default_value_t = DEFAULT_MAX_TIMEOUT_MS)]
+    pub max_timeout_ms: u64,
+
+    /// How long a client may take to send a request's headers (ms) before the connection is
+    /// closed.
+    #[arg(long, env = "NIMBUS_HEADER_READ_TIMEOUT_MS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_MS)]
+    pub header_read_timeout_ms: u64,
+
+    /// Serve /metrics without a key. By default it needs an admin key of tenant `default`, since
+    /// its samples name every tenant's functions.
+    #[arg(long, env = "NIMBUS_PUBLIC_METRICS")]
+    pub public_metrics: bool,
 
     /// Largest request body passed to a guest (bytes).
     #[arg(long, env = "NIMBUS_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]

@@ -5,6 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -86,23 +87,29 @@ pub async fn handle(
         )));
     }
 
+    // Deploys are refused past this node's maxima; a version recorded by a node with larger
+    // ones is held to this node's.
+    let config = &state.config;
     let limits = InstanceLimits {
         memory_bytes: (version
             .limits
             .memory_mb
-            .unwrap_or(state.config.default_memory_mb) as usize)
+            .unwrap_or(config.default_memory_mb)
+            .min(config.max_memory_mb) as usize)
             << 20,
         timeout: Duration::from_millis(
             version
                 .limits
                 .timeout_ms
-                .unwrap_or(state.config.default_timeout_ms),
+                .unwrap_or(config.default_timeout_ms)
+                .min(config.max_timeout_ms),
         ),
     };
     let concurrency = version
         .limits
         .concurrency
-        .unwrap_or(state.config.default_concurrency);
+        .unwrap_or(config.default_concurrency)
+        .min(config.max_instances);
     let gate = format!("{tenant}/{name}@{}", version.version);
     let slot = state
         .admission
@@ -126,7 +133,8 @@ pub async fn handle(
             }
         })?;
 
-    let guest_request = guest_request(req, rest, max_body)?;
+    let over_limit = Arc::new(AtomicBool::new(false));
+    let guest_request = guest_request(req, rest, max_body, over_limit.clone())?;
     // A bound model whose file cannot be fetched makes the answer a 503 naming it, whatever the
     // guest answers (it only sees a wasi-nn error): see docs/api.md, Invoke.
     let unavailable = UnavailableModel::default();
@@ -200,6 +208,14 @@ pub async fn handle(
     };
 
     let answered = receiver.await;
+    // A body without Content-Length (chunked) that ran past the limit: the guest only saw a
+    // stream error, the client gets the same 413 as a declared length would have.
+    if over_limit.load(Ordering::Relaxed) {
+        task.abort();
+        return Err(ApiError::too_large(format!(
+            "the request body is larger than {max_body} bytes, the most a function takes"
+        )));
+    }
     if let Some(message) = unavailable.take() {
         task.abort();
         return Err(ApiError::unavailable(message));
@@ -327,6 +343,7 @@ fn guest_request(
     req: Request<Incoming>,
     rest: &str,
     max_body: u64,
+    over_limit: Arc<AtomicBool>,
 ) -> Result<Request<LimitedBody>, ApiError> {
     let (mut parts, body) = req.into_parts();
     parts.headers.remove(http::header::AUTHORIZATION);
@@ -353,15 +370,18 @@ fn guest_request(
             inner: body,
             remaining: max_body,
             limit: max_body,
+            over_limit,
         },
     ))
 }
 
-/// A request body that fails once it passes the function's request size limit.
+/// A request body that fails once it passes the function's request size limit, and says so
+/// in `over_limit`.
 pub struct LimitedBody {
     inner: Incoming,
     remaining: u64,
     limit: u64,
+    over_limit: Arc<AtomicBool>,
 }
 
 impl hyper::body::Body for LimitedBody {
@@ -377,6 +397,7 @@ impl hyper::body::Body for LimitedBody {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > self.remaining {
+                        self.over_limit.store(true, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(
                             wasmtime_wasi_http::Error::HttpRequestBodySize(Some(self.limit)),
                         )));

@@ -36,6 +36,12 @@ use crate::sandbox::Sandbox;
 use crate::server::AppState;
 
 fn main() -> anyhow::Result<()> {
+    // Errors must not carry backtraces into answers or logs (RUST_BACKTRACE=1 in the
+    // environment would otherwise turn them on for every error value); panics keep theirs.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -51,6 +51,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let next_id = Arc::new(AtomicU64::new(0));
+    let header_read_timeout = Duration::from_millis(state.config.header_read_timeout_ms.max(1));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -74,8 +75,11 @@ pub async fn serve(
             let id = request_id(&req, &next_id);
             async move { Ok::<_, Infallible>(handle(state, req, id).await) }
         });
+        // A client that trickles its headers (slowloris) is cut off after the header timeout.
         let connection = hyper::server::conn::http1::Builder::new()
             .keep_alive(true)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -176,13 +180,20 @@ async fn route(
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => Ok(json(StatusCode::OK, &json!({"status": "ok"}))),
         (&Method::GET, "/readyz") => Ok(readyz(state).await),
-        (&Method::GET, "/metrics") => Ok(Response::builder()
+        (&Method::GET, "/metrics") => {
+            // Its samples name every tenant's functions: only the operator reads them.
+            if !state.config.public_metrics {
+                state.auth.identify(&mut req).await?;
+                crate::tenants::require_bootstrap_admin(&req)?;
+            }
+            Ok(Response::builder()
             .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(crate::errors::full(
                 state.metrics.render()
                     + &crate::metrics::render_admission(&state.admission.stats()),
             ))
-            .expect("valid response")),
+            .expect("valid response"))
+        }
         _ => Err(ApiError::not_found(format!("no such endpoint: {path}"))),
     }
 }

@@ -17,8 +17,8 @@ use crate::server::AppState;
 /// Longest lifetime a key may be given (ten years).
 const MAX_EXPIRES_IN_S: u64 = 10 * 365 * 24 * 3600;
 
-/// The caller, which must be an admin key of the bootstrap tenant.
-fn require_bootstrap_admin<B>(req: &Request<B>) -> Result<Principal, ApiError> {
+/// The caller, which must be an admin key of the bootstrap tenant (the operator).
+pub(crate) fn require_bootstrap_admin<B>(req: &Request<B>) -> Result<Principal, ApiError> {
     let principal = auth::require(req, Scope::Admin)?;
     if principal.tenant != DEFAULT_TENANT {
         return Err(ApiError::forbidden(format!(

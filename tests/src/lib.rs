@@ -225,7 +225,7 @@ impl Nimbusd {
     /// The value of one sample in `/metrics` (0 when absent).
     pub async fn metric(&self, sample: &str) -> f64 {
         let (status, body) = self
-            .anonymous()
+            .client()
             .get("/metrics")
             .await
             .expect("GET /metrics");
@@ -260,7 +260,7 @@ impl Nimbusd {
     /// absent): for samples with more labels than the test cares about.
     pub async fn metric_matching(&self, prefix: &str) -> f64 {
         let (status, body) = self
-            .anonymous()
+            .client()
             .get("/metrics")
             .await
             .expect("GET /metrics");

@@ -249,3 +249,154 @@ async fn health_and_readiness_answer() {
         "both engines are available: {ready}"
     );
 }
+
+/// Sends `raw` on a fresh connection and reads until the server closes it (or 20 s pass):
+/// everything the server wrote.
+async fn raw_exchange(nimbusd: &Nimbusd, raw: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = nimbusd.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before reading everything: a failed write is fine.
+    let _ = stream.write_all(raw).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the server neither answered nor closed the connection");
+    answer
+}
+
+/// The status and body of a raw HTTP/1.1 answer.
+fn parse_answer(answer: &[u8]) -> (u16, Vec<u8>) {
+    let text = String::from_utf8_lossy(answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP answer, got {text:?}"));
+    let body = match answer.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(at) => answer[at + 4..].to_vec(),
+        None => Vec::new(),
+    };
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_chunked_body_is_413_without_internals() {
+    let nimbusd = Nimbusd::start_with(nimbus_tests::NimbusdOptions {
+        args: vec!["--max-request-bytes".into(), "1048576".into()],
+        // What a developer's shell often has: it must not put backtraces in answers.
+        env: vec![("RUST_BACKTRACE".into(), "1".into())],
+    });
+    deploy_classifier(
+        &nimbusd.client(),
+        "efficientnet",
+        "onnxruntime",
+        "classify-image",
+    )
+    .await;
+    // 2 MiB in 64 KiB chunks, no Content-Length.
+    let mut raw = format!(
+        "POST /fn/default/classify-image HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        nimbusd.admin_key
+    )
+    .into_bytes();
+    for _ in 0..32 {
+        raw.extend_from_slice(b"10000\r\n");
+        raw.extend_from_slice(&[0u8; 1 << 16]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let (status, body) = parse_answer(&raw_exchange(&nimbusd, &raw).await);
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    let (code, message) = error_of(&body);
+    assert_eq!(code, "payload_too_large");
+    assert!(message.contains("1048576"), "{message}");
+    assert!(!message.contains("acktrace"), "{message}");
+    still_classifies(&nimbusd).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_authorization_headers_are_401() {
+    let nimbusd = Nimbusd::start();
+    let raw = format!(
+        "GET /v1/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Authorization: Bearer nmb_aaaaaaaaaaaa_other\r\nConnection: close\r\n\r\n",
+        nimbusd.admin_key
+    );
+    let (status, body) = parse_answer(&raw_exchange(&nimbusd, raw.as_bytes()).await);
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(error_of(&body).0, "unauthorized");
+    let whoami = nimbusd.client().whoami().await.unwrap();
+    assert_eq!(whoami.tenant, "default");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let nimbusd = Nimbusd::start_with(nimbus_tests::NimbusdOptions {
+        args: vec!["--header-read-timeout-ms".into(), "300".into()],
+        env: vec![],
+    });
+    // No blank line after the headers: hyper waits for more until the timeout closes it.
+    let answer = raw_exchange(&nimbusd, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(!text.contains("200 OK"), "{text}");
+    let (status, _) = nimbusd.anonymous().get("/healthz").await.unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_need_the_operators_admin_key() {
+    let nimbusd = Nimbusd::start();
+    let (status, body) = nimbusd.anonymous().get("/metrics").await.unwrap();
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(error_of(&body).0, "unauthorized");
+
+    let acme = nimbusd.client().create_tenant("acme").await.unwrap();
+    let acme_admin = nimbus_client::Client::new(&nimbusd.url, Some(acme.admin_key.key)).unwrap();
+    let (status, body) = acme_admin.get("/metrics").await.unwrap();
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(error_of(&body).0, "forbidden");
+
+    let (status, body) = nimbusd.client().get("/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("nimbus_invocations_total"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_past_the_nodes_maxima_are_refused_at_deploy() {
+    let nimbusd = Nimbusd::start();
+    let client = nimbusd.client();
+    let (hello, _) = manifest("functions/hello");
+    let wasm = guest_wasm("functions", "hello");
+    let cases: [(&str, fn(&mut nimbus_client::Manifest)); 4] = [
+        ("limits.memory_mb is 4294967295", |m| {
+            m.limits.memory_mb = Some(u32::MAX)
+        }),
+        ("limits.memory_mb is 0", |m| m.limits.memory_mb = Some(0)),
+        ("limits.timeout_ms is 18446744073709551615", |m| {
+            m.limits.timeout_ms = Some(u64::MAX)
+        }),
+        ("limits.concurrency is 4294967295", |m| {
+            m.limits.concurrency = Some(u32::MAX)
+        }),
+    ];
+    for (expected, set) in cases {
+        let mut manifest = hello.clone();
+        set(&mut manifest);
+        match client.deploy(&manifest, &wasm).await {
+            Err(nimbus_client::ClientError::Http {
+                status, message, ..
+            }) => {
+                assert_eq!(status, 400, "{message}");
+                assert!(message.contains(expected), "{message}");
+            }
+            other => panic!("{expected}: expected a 400, got {other:?}"),
+        }
+    }
+    assert!(client.function_versions("hello").await.is_err());
+    client.deploy(&hello, &wasm).await.unwrap();
+}

@@ -66,17 +66,19 @@ pub fn build_function(manifest: &Manifest, dir: &Path) -> Result<PathBuf, Client
 }
 
 /// The repository root above `start`: the nearest ancestor (or `start` itself) holding a
-/// `Cargo.toml` with a `[workspace]` table and either a `.git` or a `README.md`. Nested guest
-/// workspaces (without those) are passed over.
+/// `Cargo.toml` with a `[workspace]` table and a `.git`; outside a git checkout, the nearest
+/// one with a `README.md`. Nested guest workspaces (even with a README of their own) are passed
+/// over inside a checkout.
 pub fn find_repo_root(start: &Path) -> Option<PathBuf> {
     let start = start.canonicalize().ok()?;
-    start
-        .ancestors()
-        .find(|dir| {
-            is_workspace_manifest(&dir.join("Cargo.toml"))
-                && (dir.join(".git").exists() || dir.join("README.md").is_file())
-        })
-        .map(Path::to_path_buf)
+    let root_with = |marker: &dyn Fn(&Path) -> bool| {
+        start
+            .ancestors()
+            .find(|dir| is_workspace_manifest(&dir.join("Cargo.toml")) && marker(dir))
+            .map(Path::to_path_buf)
+    };
+    root_with(&|dir| dir.join(".git").exists())
+        .or_else(|| root_with(&|dir| dir.join("README.md").is_file()))
 }
 
 fn is_workspace_manifest(path: &Path) -> bool {
@@ -125,10 +127,12 @@ mod tests {
         )
         .unwrap();
         fs::create_dir(root.path().join(".git")).unwrap();
-        // A nested guest workspace without .git/README.md is not the root.
+        // A nested guest workspace, even with a README of its own (tests/guests has one), is
+        // not the root of a checkout.
         let functions = root.path().join("functions");
         fs::create_dir_all(functions.join("hello")).unwrap();
         fs::write(functions.join("Cargo.toml"), "[workspace]\n").unwrap();
+        fs::write(functions.join("README.md"), "guests\n").unwrap();
         let dir = functions.join("hello");
         let m = Manifest::parse(
             "name = \"hello\"\nwasm = \"out/hello.wasm\"\n\

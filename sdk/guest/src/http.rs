@@ -213,7 +213,10 @@ fn read_all(stream: &InputStream, buf: &mut Vec<u8>) -> Result<(), String> {
             Ok(chunk) => buf.extend_from_slice(&chunk),
             Err(StreamError::Closed) => return Ok(()),
             Err(StreamError::LastOperationFailed(e)) => {
-                return Err(format!("reading request body: {}", e.to_debug_string()));
+                // The host's debug text may run to a backtrace: its first line says what failed.
+                let debug = e.to_debug_string();
+                let reason = debug.lines().next().unwrap_or_default();
+                return Err(format!("reading request body: {reason}"));
             }
         }
     }

@@ -6,8 +6,13 @@ use std::sync::OnceLock;
 
 use nimbus_engines::{EngineKind, Engines, EnginesConfig};
 
-/// The repository's shared models folder, relative to this crate (never an absolute path).
-pub const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/models");
+/// The repository's shared models folder, relative to this crate (never an absolute path),
+/// unless `NIMBUS_MODELS_DIR` names another.
+const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/models");
+
+pub fn models_dir() -> String {
+    std::env::var("NIMBUS_MODELS_DIR").unwrap_or_else(|_| MODELS.to_owned())
+}
 /// The tiny models made by tests/models/make_models.py.
 pub const TEST_MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/models");
 
@@ -16,7 +21,7 @@ pub fn read(path: &str) -> Vec<u8> {
 }
 
 pub fn shared_model(relative: &str) -> Vec<u8> {
-    read(&format!("{MODELS}/{relative}"))
+    read(&format!("{}/{relative}", models_dir()))
 }
 
 /// The engines, loaded once per test process from the default folder (or NIMBUS_ENGINES_DIR).
