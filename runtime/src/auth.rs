@@ -86,6 +86,20 @@ impl Auth {
     /// A bad key: 401 (`unauthorized`); over a rate limit, or from a source that failed too often:
     /// 429 (`rate_limited`) with `Retry-After`.
     pub async fn identify<B>(&self, req: &mut Request<B>) -> Result<(), ApiError> {
+        self.identify_charging(req, true).await
+    }
+
+    /// [`Auth::identify`] without charging the rate limits: for the operator's /metrics, so that
+    /// monitoring keeps working while the admin key is busy (and does not shift its buckets).
+    pub async fn identify_uncharged<B>(&self, req: &mut Request<B>) -> Result<(), ApiError> {
+        self.identify_charging(req, false).await
+    }
+
+    async fn identify_charging<B>(
+        &self,
+        req: &mut Request<B>,
+        charge: bool,
+    ) -> Result<(), ApiError> {
         let Some(value) = req.headers().get(http::header::AUTHORIZATION) else {
             req.extensions_mut().insert(Caller(None));
             return Ok(());
@@ -93,7 +107,12 @@ impl Auth {
         let source = req.extensions().get::<ClientIp>().map(|ip| ip.0);
         let blocked = source.and_then(|ip| self.limits.auth_blocked(ip));
         // One Authorization header only: with two, which one counts would be a guess.
-        let single = req.headers().get_all(http::header::AUTHORIZATION).iter().count() == 1;
+        let single = req
+            .headers()
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .count()
+            == 1;
         let credential = value
             .to_str()
             .ok()
@@ -125,7 +144,8 @@ impl Auth {
                 return Err(unauthorized(error));
             }
         };
-        if let Err(limited) = self.limits.charge_key(&principal.tenant, &principal.key_id) {
+        if charge && let Err(limited) = self.limits.charge_key(&principal.tenant, &principal.key_id)
+        {
             return Err(self.limited(limited));
         }
         req.extensions_mut().insert(Caller(Some(principal)));

@@ -183,16 +183,16 @@ async fn route(
         (&Method::GET, "/metrics") => {
             // Its samples name every tenant's functions: only the operator reads them.
             if !state.config.public_metrics {
-                state.auth.identify(&mut req).await?;
+                state.auth.identify_uncharged(&mut req).await?;
                 crate::tenants::require_bootstrap_admin(&req)?;
             }
             Ok(Response::builder()
-            .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-            .body(crate::errors::full(
-                state.metrics.render()
-                    + &crate::metrics::render_admission(&state.admission.stats()),
-            ))
-            .expect("valid response"))
+                .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(crate::errors::full(
+                    state.metrics.render()
+                        + &crate::metrics::render_admission(&state.admission.stats()),
+                ))
+                .expect("valid response"))
         }
         _ => Err(ApiError::not_found(format!("no such endpoint: {path}"))),
     }

@@ -224,11 +224,7 @@ impl Nimbusd {
 
     /// The value of one sample in `/metrics` (0 when absent).
     pub async fn metric(&self, sample: &str) -> f64 {
-        let (status, body) = self
-            .client()
-            .get("/metrics")
-            .await
-            .expect("GET /metrics");
+        let (status, body) = self.client().get("/metrics").await.expect("GET /metrics");
         assert_eq!(status, 200);
         let text = String::from_utf8_lossy(&body).into_owned();
         text.lines()
@@ -259,11 +255,7 @@ impl Nimbusd {
     /// The value of the first sample in `/metrics` whose line starts with `prefix` (0 when
     /// absent): for samples with more labels than the test cares about.
     pub async fn metric_matching(&self, prefix: &str) -> f64 {
-        let (status, body) = self
-            .client()
-            .get("/metrics")
-            .await
-            .expect("GET /metrics");
+        let (status, body) = self.client().get("/metrics").await.expect("GET /metrics");
         assert_eq!(status, 200);
         String::from_utf8_lossy(&body)
             .lines()

@@ -264,7 +264,10 @@ async fn raw_exchange(nimbusd: &Nimbusd, raw: &[u8]) -> Vec<u8> {
         stream.read_to_end(&mut answer),
     )
     .await;
-    assert!(read.is_ok(), "the server neither answered nor closed the connection");
+    assert!(
+        read.is_ok(),
+        "the server neither answered nor closed the connection"
+    );
     answer
 }
 
