@@ -14,7 +14,8 @@ pub const DEFAULT_DATA_DIR: &str = ".nimbus";
 pub const DEFAULT_MEMORY_MB: u32 = 256;
 /// Wall-clock time a request may spend in a guest, unless its manifest says otherwise.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
-/// The most memory a manifest may ask for (MiB): the pooling allocator's ceiling per memory.
+/// The most memory a manifest may ask for (MiB), and the pooling allocator's size of one memory
+/// slot: the whole 32-bit address space of a wasm memory, which is also the most the flag allows.
 pub const DEFAULT_MAX_MEMORY_MB: u32 = 4096;
 /// The longest time limit a manifest may ask for (ms).
 pub const DEFAULT_MAX_TIMEOUT_MS: u64 = 600_000;
@@ -107,7 +108,7 @@ pub struct Config {
 
     /// The most memory a function's manifest may ask for (MiB); a deploy asking more is refused.
     #[arg(long, env = "NIMBUS_MAX_MEMORY_MB", default_value_t = DEFAULT_MAX_MEMORY_MB,
-          value_parser = clap::value_parser!(u32).range(1..=4096))]
+          value_parser = clap::value_parser!(u32).range(1..=DEFAULT_MAX_MEMORY_MB as i64))]
     pub max_memory_mb: u32,
 
     /// The longest time limit a function's manifest may ask for (ms); a deploy asking more is

@@ -124,6 +124,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .context("opening the artifact cache")?;
     let sandbox = Sandbox::new(
         config.max_instances,
+        config.max_memory_mb,
         DEFAULT_COMPILED_FUNCTIONS,
         &config.data_dir,
         artifacts.clone(),

@@ -119,6 +119,7 @@ impl Sandbox {
     /// Builds the engine, links WASI, wasi:http and wasi-nn, and starts the epoch ticker.
     pub fn new(
         max_instances: u32,
+        max_memory_mb: u32,
         compiled_capacity: u64,
         data_dir: &std::path::Path,
         artifacts: Artifacts,
@@ -133,8 +134,9 @@ impl Sandbox {
         pool.max_memories_per_component(4);
         pool.max_tables_per_component(8);
         pool.max_core_instances_per_component(16);
-        // The hard ceiling; each store's limiter enforces the function's own, smaller limit.
-        pool.max_memory_size(4 << 30);
+        // The node's ceiling (--max-memory-mb); each store's limiter enforces the function's own,
+        // smaller limit.
+        pool.max_memory_size((max_memory_mb as usize) << 20);
         // A finished instance's memory and tables are reset in place, not given back with
         // madvise (a system call, a TLB shootdown across our threads, then page faults for the
         // next instance in the slot): with PAGEMAP_SCAN (Linux 6.7+) only the pages it wrote are

@@ -222,12 +222,18 @@ impl Nimbusd {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// The value of one sample in `/metrics` (0 when absent).
-    pub async fn metric(&self, sample: &str) -> f64 {
+    /// The text of `/metrics`, read with the operator's (bootstrap admin) key.
+    pub async fn metrics_text(&self) -> String {
         let (status, body) = self.client().get("/metrics").await.expect("GET /metrics");
         assert_eq!(status, 200);
-        let text = String::from_utf8_lossy(&body).into_owned();
-        text.lines()
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// The value of one sample in `/metrics` (0 when absent).
+    pub async fn metric(&self, sample: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
             .find_map(|line| {
                 let value = line.strip_prefix(sample)?;
                 value.starts_with(' ').then(|| value.trim().parse().ok())?
@@ -255,9 +261,8 @@ impl Nimbusd {
     /// The value of the first sample in `/metrics` whose line starts with `prefix` (0 when
     /// absent): for samples with more labels than the test cares about.
     pub async fn metric_matching(&self, prefix: &str) -> f64 {
-        let (status, body) = self.client().get("/metrics").await.expect("GET /metrics");
-        assert_eq!(status, 200);
-        String::from_utf8_lossy(&body)
+        self.metrics_text()
+            .await
             .lines()
             .find(|line| line.starts_with(prefix))
             .and_then(|line| line.rsplit(' ').next()?.parse().ok())

@@ -1,7 +1,22 @@
 //! Requests that fail get a status and a JSON error, never a crash, and the server keeps serving.
 
-use nimbus_tests::{Nimbusd, deploy_classifier, guest_wasm, image, manifest};
+mod common;
+
+use nimbus_tests::{Nimbusd, NimbusdOptions, deploy_classifier, guest_wasm, image, manifest};
 use serde_json::Value;
+
+/// A nimbusd started with `options`, with classify-image deployed on EfficientNet (ONNX Runtime).
+async fn classifier_node(options: NimbusdOptions) -> Nimbusd {
+    let nimbusd = Nimbusd::start_with(options);
+    deploy_classifier(
+        &nimbusd.client(),
+        "efficientnet",
+        "onnxruntime",
+        "classify-image",
+    )
+    .await;
+    nimbusd
+}
 
 fn error_of(body: &[u8]) -> (String, String) {
     let value: Value = serde_json::from_slice(body)
@@ -38,14 +53,7 @@ async fn still_classifies(nimbusd: &Nimbusd) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_function_is_404_and_server_keeps_serving() {
-    let nimbusd = Nimbusd::start();
-    deploy_classifier(
-        &nimbusd.client(),
-        "efficientnet",
-        "onnxruntime",
-        "classify-image",
-    )
-    .await;
+    let nimbusd = classifier_node(NimbusdOptions::default()).await;
     let response = nimbusd
         .client()
         .invoke(
@@ -67,14 +75,7 @@ async fn unknown_function_is_404_and_server_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn non_image_body_is_400_and_server_keeps_serving() {
-    let nimbusd = Nimbusd::start();
-    deploy_classifier(
-        &nimbusd.client(),
-        "efficientnet",
-        "onnxruntime",
-        "classify-image",
-    )
-    .await;
+    let nimbusd = classifier_node(NimbusdOptions::default()).await;
     for body in [
         b"this is not an image".to_vec(),
         Vec::new(),
@@ -191,14 +192,7 @@ async fn looping_guest_is_stopped_by_its_time_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn private_function_needs_a_valid_key() {
-    let nimbusd = Nimbusd::start();
-    deploy_classifier(
-        &nimbusd.client(),
-        "efficientnet",
-        "onnxruntime",
-        "classify-image",
-    )
-    .await;
+    let nimbusd = classifier_node(NimbusdOptions::default()).await;
     let anonymous = nimbusd
         .anonymous()
         .invoke(
@@ -250,55 +244,13 @@ async fn health_and_readiness_answer() {
     );
 }
 
-/// Sends `raw` on a fresh connection and reads until the server closes it (or 20 s pass):
-/// everything the server wrote.
-async fn raw_exchange(nimbusd: &Nimbusd, raw: &[u8]) -> Vec<u8> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = nimbusd.url.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    // The server may answer and close before reading everything: a failed write is fine.
-    let _ = stream.write_all(raw).await;
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        stream.read_to_end(&mut answer),
-    )
-    .await;
-    assert!(
-        read.is_ok(),
-        "the server neither answered nor closed the connection"
-    );
-    answer
-}
-
-/// The status and body of a raw HTTP/1.1 answer.
-fn parse_answer(answer: &[u8]) -> (u16, Vec<u8>) {
-    let text = String::from_utf8_lossy(answer);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("an HTTP answer, got {text:?}"));
-    let body = match answer.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(at) => answer[at + 4..].to_vec(),
-        None => Vec::new(),
-    };
-    (status, body)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_chunked_body_is_413_without_internals() {
-    let nimbusd = Nimbusd::start_with(nimbus_tests::NimbusdOptions {
+    let nimbusd = classifier_node(NimbusdOptions {
         args: vec!["--max-request-bytes".into(), "1048576".into()],
         // What a developer's shell often has: it must not put backtraces in answers.
         env: vec![("RUST_BACKTRACE".into(), "1".into())],
-    });
-    deploy_classifier(
-        &nimbusd.client(),
-        "efficientnet",
-        "onnxruntime",
-        "classify-image",
-    )
+    })
     .await;
     // 2 MiB in 64 KiB chunks, no Content-Length.
     let mut raw = format!(
@@ -313,9 +265,9 @@ async fn an_oversized_chunked_body_is_413_without_internals() {
         raw.extend_from_slice(b"\r\n");
     }
     raw.extend_from_slice(b"0\r\n\r\n");
-    let (status, body) = parse_answer(&raw_exchange(&nimbusd, &raw).await);
-    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
-    let (code, message) = error_of(&body);
+    let answer = common::parse_response(&common::send_raw(&nimbusd.url, &raw).await, false);
+    assert_eq!(answer.status, 413, "{}", answer.text());
+    let (code, message) = error_of(&answer.body);
     assert_eq!(code, "payload_too_large");
     assert!(message.contains("1048576"), "{message}");
     assert!(!message.contains("acktrace"), "{message}");
@@ -330,21 +282,22 @@ async fn two_authorization_headers_are_401() {
          Authorization: Bearer nmb_aaaaaaaaaaaa_other\r\nConnection: close\r\n\r\n",
         nimbusd.admin_key
     );
-    let (status, body) = parse_answer(&raw_exchange(&nimbusd, raw.as_bytes()).await);
-    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(error_of(&body).0, "unauthorized");
+    let answer =
+        common::parse_response(&common::send_raw(&nimbusd.url, raw.as_bytes()).await, false);
+    assert_eq!(answer.status, 401, "{}", answer.text());
+    assert_eq!(error_of(&answer.body).0, "unauthorized");
     let whoami = nimbusd.client().whoami().await.unwrap();
     assert_eq!(whoami.tenant, "default");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_never_finishes_its_headers_is_cut_off() {
-    let nimbusd = Nimbusd::start_with(nimbus_tests::NimbusdOptions {
+    let nimbusd = Nimbusd::start_with(NimbusdOptions {
         args: vec!["--header-read-timeout-ms".into(), "300".into()],
         env: vec![],
     });
     // No blank line after the headers: hyper waits for more until the timeout closes it.
-    let answer = raw_exchange(&nimbusd, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    let answer = common::send_raw(&nimbusd.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
     let text = String::from_utf8_lossy(&answer);
     assert!(!text.contains("200 OK"), "{text}");
     let (status, _) = nimbusd.anonymous().get("/healthz").await.unwrap();

@@ -1,6 +1,7 @@
 //! Helpers shared by the tenant suites (`tenants.rs`, `cli_tenants.rs`): two tenants with their
 //! admin keys, deploying the `hello` guest, a raw HTTP/1.1 exchange that shows every status and
 //! header (any `Authorization` value, `Retry-After`), and a second nimbusd on the same data dir.
+//! `failures.rs` uses the raw exchange too.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -134,9 +135,6 @@ pub async fn call(
     body: Option<&Value>,
 ) -> Answer {
     let address = url.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {address}: {e}"));
     let body = body.map(Value::to_string).unwrap_or_default();
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\ncontent-length: {}\r\n",
@@ -150,10 +148,25 @@ pub async fn call(
     }
     request.push_str("\r\n");
     request.push_str(&body);
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    parse_response(&raw, method == "HEAD")
+    parse_response(&send_raw(url, request.as_bytes()).await, method == "HEAD")
+}
+
+/// Sends `raw` on a fresh connection and reads until the server closes it: everything the
+/// server wrote. A server that neither answers nor closes within 20 s fails the test. A failed
+/// write is not an error by itself (the server may answer and close before reading all).
+pub async fn send_raw(url: &str, raw: &[u8]) -> Vec<u8> {
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {address}: {e}"));
+    let _ = stream.write_all(raw).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the server neither answered nor closed the connection"
+    );
+    answer
 }
 
 /// The bearer value for `key`.
@@ -161,7 +174,8 @@ pub fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
 
-fn parse_response(raw: &[u8], head: bool) -> Answer {
+/// The status, headers and (de-chunked) body of a raw HTTP/1.1 answer.
+pub fn parse_response(raw: &[u8], head: bool) -> Answer {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
