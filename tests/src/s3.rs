@@ -74,13 +74,15 @@ impl SeaweedFs {
             log_path,
         };
         // The ports were free a moment ago; another test may take one before weed binds it
-        // (weed then exits), so a start that loses that race tries again on fresh ports.
+        // (weed then exits, saying so in one of two ways), so a start that loses that race tries
+        // again on fresh ports.
+        let lost_port_race = |message: &str| {
+            message.contains("address already in use") || message.contains("Port allocation failed")
+        };
         for attempt in 1.. {
             match server.run() {
                 Ok(()) => break,
-                Err(error)
-                    if attempt < 5 && error.to_string().contains("address already in use") =>
-                {
+                Err(error) if attempt < 5 && lost_port_race(&error.to_string()) => {
                     server.stop();
                     server.ports = free_ports(10);
                     let _ = std::fs::remove_file(&server.log_path);
